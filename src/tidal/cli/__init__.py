@@ -1,0 +1,31 @@
+"""The ``tidal`` command. Each verb lives in its own module and imports heavy parts lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from tidal.cli import run_cmd, sim_cmd
+
+app = typer.Typer(
+    name="tidal",
+    help="Tidal: preemptible, migratable, elastic deep-learning jobs and their scheduler.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+sim_cmd.register(app)
+run_cmd.register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print Tidal's version."""
+    from tidal import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

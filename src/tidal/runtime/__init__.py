@@ -1,0 +1,1 @@
+"""Tidal runtime: what runs inside a training process."""
