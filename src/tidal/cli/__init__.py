@@ -12,6 +12,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """Tidal: preemptible, migratable, elastic deep-learning jobs and their scheduler."""
+
+
 sim_cmd.register(app)
 run_cmd.register(app)
 
