@@ -1,0 +1,52 @@
+"""Where a job's devices are: a count of devices on each node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from tidal.core.errors import SpecError
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Devices held on each node, as ``(node name, count)`` pairs sorted by node name.
+
+    Tidal schedules device *counts* per node; the node-local executor picks the device
+    indices. Build one with :meth:`of`; the empty placement is :data:`EMPTY`.
+    """
+
+    parts: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, counts: Mapping[str, int] | Iterable[tuple[str, int]]) -> Placement:
+        items = counts.items() if isinstance(counts, Mapping) else counts
+        merged: dict[str, int] = {}
+        for node, count in items:
+            if count < 0:
+                raise SpecError(f"placement on node {node!r}: negative device count {count}")
+            if count:
+                merged[node] = merged.get(node, 0) + count
+        return cls(tuple(sorted(merged.items())))
+
+    @property
+    def size(self) -> int:
+        return sum(c for _, c in self.parts)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.parts)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.parts)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def __str__(self) -> str:
+        if not self.parts:
+            return "-"
+        return "+".join(f"{n}:{c}" for n, c in self.parts)
+
+
+EMPTY = Placement()

@@ -1,0 +1,1 @@
+"""Scheduling policies, each registered by name in :mod:`tidal.core.policy`."""

@@ -1,0 +1,57 @@
+"""The ``Policy`` protocol and the one registry every policy is built from."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from tidal.core.errors import UnknownPolicyError
+from tidal.core.plan import Plan
+from tidal.core.snapshot import ClusterSnapshot
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Decides, never acts: the same snapshot always gives the same plan."""
+
+    name: str
+
+    def schedule(self, snapshot: ClusterSnapshot) -> Plan: ...
+
+
+PolicyFactory = Callable[..., Policy]
+
+# name -> factory, or "module:attribute" imported on first use.
+_REGISTRY: dict[str, PolicyFactory | str] = {
+    "tiered": "tidal.core.policies.tiered:TieredPolicy",
+    "fifo": "tidal.core.policies.fifo:FifoPolicy",
+    "fifo-backfill": "tidal.core.policies.backfill:BackfillPolicy",
+    "priority-kill": "tidal.core.policies.priority_kill:PriorityKillPolicy",
+    "tiresias": "tidal.core.policies.tiresias:TiresiasPolicy",
+    "gandiva": "tidal.core.policies.gandiva:GandivaPolicy",
+}
+
+
+def register_policy(name: str, factory: PolicyFactory | str) -> None:
+    """Register ``factory`` (a callable or ``"module:attribute"``) under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def policy_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def make_policy(name: str, **options: Any) -> Policy:
+    """Build the policy registered as ``name`` with ``options``."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownPolicyError(f"unknown policy {name!r}; known policies: {known}") from None
+    if isinstance(factory, str):
+        module_name, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        _REGISTRY[name] = factory
+    policy: Policy = factory(**options)
+    return policy

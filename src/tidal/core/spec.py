@@ -1,0 +1,86 @@
+"""What a job asks for."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tidal.core.errors import SpecError
+from tidal.core.tiers import Tier
+
+
+def divisors_between(world: int, low: int, high: int) -> tuple[int, ...]:
+    """Device counts P with ``low <= P <= high`` that divide ``world``, ascending."""
+    return tuple(p for p in range(max(1, low), min(world, high) + 1) if world % p == 0)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job's request.
+
+    ``world`` is the logical data-parallel world size W, fixed for the job's life. The job
+    may run on any device count P that divides W and lies in ``[min_devices, W]``; premium
+    jobs run only at W. ``work`` is the job's total work in device-seconds at W devices
+    (its run time at full size times W); ``checkpoint_bytes`` sizes its checkpoint. Both
+    are used by the simulator and as cost hints by policies.
+    """
+
+    id: str
+    tenant: str
+    tier: Tier
+    world: int
+    submit_time: float
+    device_type: str = "gpu"
+    min_devices: int = 1
+    work: float = 0.0
+    checkpoint_bytes: int = 0
+    sizes: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise SpecError("job id must be a non-empty string")
+        if not isinstance(self.tier, Tier):
+            raise SpecError(f"job {self.id!r}: tier must be a Tier, got {self.tier!r}")
+        if self.world < 1:
+            raise SpecError(f"job {self.id!r}: world size must be >= 1, got {self.world}")
+        if not 1 <= self.min_devices <= self.world:
+            raise SpecError(
+                f"job {self.id!r}: min_devices must be in [1, {self.world}], got {self.min_devices}"
+            )
+        if not math.isfinite(self.submit_time) or self.submit_time < 0:
+            raise SpecError(f"job {self.id!r}: submit_time must be >= 0, got {self.submit_time}")
+        if self.work < 0 or not math.isfinite(self.work):
+            raise SpecError(f"job {self.id!r}: work must be >= 0, got {self.work}")
+        if self.checkpoint_bytes < 0:
+            raise SpecError(
+                f"job {self.id!r}: checkpoint_bytes must be >= 0, got {self.checkpoint_bytes}"
+            )
+        low = self.world if self.tier is Tier.PREMIUM else self.min_devices
+        sizes = divisors_between(self.world, low, self.world)
+        if not sizes:  # min_devices above every divisor below W cannot happen (W divides W)
+            raise SpecError(f"job {self.id!r}: no device count divides world {self.world}")
+        object.__setattr__(self, "sizes", sizes)
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the job may run on fewer than W devices."""
+        return len(self.sizes) > 1
+
+    @property
+    def min_size(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def full_duration(self) -> float:
+        """Seconds the job needs at W devices with nothing lost."""
+        return self.work / self.world
+
+    def fit_size(self, devices: int) -> int:
+        """Largest allowed device count not above ``devices``; 0 if none fits."""
+        best = 0
+        for p in self.sizes:
+            if p <= devices:
+                best = p
+            else:
+                break
+        return best
