@@ -1,0 +1,198 @@
+"""Durable file primitives for checkpoints: layout names, fsync, atomic writes, checksums.
+
+Nothing here knows about PyTorch; :mod:`tidal.runtime._ckpt_state` turns state into
+files and :mod:`tidal.runtime.checkpoint` coordinates workers through these files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_NAME = "tidal-checkpoint"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
+SHARED_DIR = "shared"  # a PyTorch distributed-checkpoint (DCP) directory
+SHARED_STRUCTURE = "shared-structure.json"
+RANKS_DIR = "ranks"
+
+_COMMITTED = re.compile(r"^ckpt-(\d{8,})$")
+_TEMPORARY = re.compile(r"^ckpt-(\d{8,})\.tmp$")
+_DOOMED = re.compile(r"^ckpt-(\d{8,})\.old-\d+$")
+
+_CHUNK = 8 * 1024 * 1024
+
+
+def committed_name(step: int) -> str:
+    return f"ckpt-{step:08d}"
+
+
+def temporary_name(step: int) -> str:
+    return f"ckpt-{step:08d}.tmp"
+
+
+def rank_file(logical_rank: int) -> str:
+    """Path of a logical rank's state, relative to the checkpoint directory."""
+    return f"{RANKS_DIR}/rank-{logical_rank:05d}.pt"
+
+
+def done_marker(worker: int) -> str:
+    """Name of the file a worker writes, last, into the temporary directory when its part is durable."""
+    return f"done-worker-{worker:05d}.json"
+
+
+def committed_steps(root: Path) -> dict[int, Path]:
+    """Every committed checkpoint directory under ``root`` by step (verified or not)."""
+    found: dict[int, Path] = {}
+    if not root.is_dir():
+        return found
+    for entry in root.iterdir():
+        match = _COMMITTED.match(entry.name)
+        if match and entry.is_dir():
+            found[int(match.group(1))] = entry
+    return found
+
+
+def temporary_steps(root: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    if not root.is_dir():
+        return found
+    for entry in root.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match and entry.is_dir():
+            found[int(match.group(1))] = entry
+    return found
+
+
+def doomed_dirs(root: Path) -> list[Path]:
+    """Directories renamed aside to be deleted (a crash may have left them)."""
+    if not root.is_dir():
+        return []
+    return [e for e in root.iterdir() if _DOOMED.match(e.name) and e.is_dir()]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_durably(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` and fsync it (not its directory)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write JSON to a sibling temporary file, fsync it, rename it over ``path``, fsync the dir."""
+    part = path.with_name(f".{path.name}.part-{os.getpid()}")
+    write_bytes_durably(part, json.dumps(payload, indent=1, sort_keys=True).encode())
+    os.replace(part, path)
+    fsync_dir(path.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree, tolerating concurrent deletion."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigest:
+    """Checksum and size of one file of a checkpoint."""
+
+    sha256: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size}
+
+    @staticmethod
+    def from_json(raw: Any, where: str) -> FileDigest:
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("sha256"), str)
+            or not isinstance(raw.get("size"), int)
+        ):
+            raise ValueError(f"{where}: expected {{'sha256': str, 'size': int}}, got {raw!r}")
+        return FileDigest(raw["sha256"], raw["size"])
+
+
+def digest_bytes(data: bytes | memoryview) -> FileDigest:
+    return FileDigest(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def digest_file(path: Path) -> FileDigest:
+    """sha256 of a file, read in large chunks (hashlib releases the GIL, so threads overlap)."""
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            size += n
+    return FileDigest(h.hexdigest(), size)
+
+
+def digest_files(base: Path, relpaths: Iterable[str], threads: int = 4) -> dict[str, FileDigest]:
+    """Digest many files under ``base`` in parallel; keys are the relative paths."""
+    rels = sorted(relpaths)
+    if len(rels) <= 1 or threads <= 1:
+        return {rel: digest_file(base / rel) for rel in rels}
+    # Large files first so the pool stays busy.
+    rels.sort(key=lambda rel: -(base / rel).stat().st_size)
+    with ThreadPoolExecutor(max_workers=min(threads, len(rels))) as pool:
+        digests = list(pool.map(lambda rel: digest_file(base / rel), rels))
+    return dict(zip(rels, digests, strict=True))
+
+
+def files_under(base: Path, sub: str) -> list[str]:
+    """Relative paths (posix) of every regular file under ``base/sub``."""
+    top = base / sub
+    out: list[str] = []
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            out.append((Path(dirpath) / name).relative_to(base).as_posix())
+    return out
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every directory under ``path`` (files are fsynced when written)."""
+    for dirpath, _dirs, _files in os.walk(path, topdown=False):
+        fsync_dir(Path(dirpath))
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def remove_if_exists(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,243 @@
+"""Turning training state into checkpoint files and back.
+
+* :func:`snapshot` copies a nested state (dicts, lists, tuples, tensors, plain values)
+  so training may mutate the live objects while the copy is written.
+* Shared state is written with PyTorch's distributed checkpoint (DCP) without a process
+  group, so stock tools read it. DCP stringifies dict keys and drops empty containers,
+  so we also store the *structure* (a JSON skeleton that remembers int keys, lists and
+  empty dicts) and rebuild exactly the structure that was saved.
+* Per-logical-rank state is one ``torch.save`` file per rank, loadable with
+  ``weights_only=True`` for the usual contents (tensors, numbers, RNG states, NumPy
+  arrays).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import pickle
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# DCP warns on every call that no process group is used; that is what we want.
+warnings.filterwarnings(
+    "ignore",
+    message=r"torch\.distributed is disabled, unavailable or uninitialized",
+    category=UserWarning,
+)
+warnings.filterwarnings(
+    "ignore", message=r"Detected an existing checkpoint in .*overwriting", category=UserWarning
+)
+
+Skeleton = dict[str, Any]
+PathKey = tuple[str | int, ...]
+
+
+class StateFormatError(ValueError):
+    """A state cannot be stored or rebuilt; the message names the path inside the state."""
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+def snapshot(obj: Any, *, copy_tensors: bool) -> Any:
+    """Copy a nested state: containers rebuilt, tensors detached on CPU.
+
+    With ``copy_tensors`` every tensor is cloned (for asynchronous writes); otherwise CPU
+    tensors are shared and only non-CPU tensors are copied to the CPU.
+    """
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type != "cpu":
+            return t.to("cpu", copy=True)
+        return t.clone() if copy_tensors else t
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = snapshot(v, copy_tensors=copy_tensors)
+        meta = getattr(obj, "_metadata", None)
+        if meta is not None:
+            out._metadata = copy.deepcopy(meta)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list):
+        return [snapshot(v, copy_tensors=copy_tensors) for v in obj]
+    if type(obj) is tuple:
+        return tuple(snapshot(v, copy_tensors=copy_tensors) for v in obj)
+    if not copy_tensors or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        return obj
+    try:
+        return copy.deepcopy(obj)
+    except Exception:  # an object that cannot be copied is stored as it is
+        logger.debug("could not deep-copy a %s; storing it by reference", type(obj).__name__)
+        return obj
+
+
+# ---------------------------------------------------------------- structure skeleton
+
+
+def skeleton_of(obj: Any, where: str = "shared") -> Skeleton:
+    """JSON description of the containers in ``obj``: dict keys (int or str), lists, leaves."""
+    if isinstance(obj, Mapping):
+        keys = []
+        for k, v in obj.items():
+            if type(k) is not str and type(k) is not int:
+                raise StateFormatError(
+                    f"{where}: dict key {k!r} has type {type(k).__name__}; "
+                    "checkpointed state may only use str or int keys"
+                )
+            keys.append([k, skeleton_of(v, f"{where}[{k!r}]")])
+        node: Skeleton = {"t": "dict", "k": keys}
+        meta = getattr(obj, "_metadata", None)
+        if isinstance(meta, Mapping):
+            try:
+                import json
+
+                json.dumps(meta)
+                node["m"] = meta
+            except (TypeError, ValueError):
+                pass
+        return node
+    if isinstance(obj, list):
+        return {"t": "list", "v": [skeleton_of(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    return {"t": "leaf"}
+
+
+def rebuild(skeleton: Skeleton, flat_by_path: Mapping[PathKey, Any]) -> Any:
+    """Rebuild the saved structure from DCP's loaded values keyed by DCP object paths."""
+
+    def build(node: Skeleton, path: PathKey) -> Any:
+        if path in flat_by_path:
+            return flat_by_path[path]
+        kind = node.get("t")
+        if kind == "dict":
+            out: dict[Any, Any] = OrderedDict() if "m" in node else {}
+            for key, child in node["k"]:
+                out[key] = build(child, (*path, str(key)))
+            if "m" in node:
+                out._metadata = node["m"]  # type: ignore[attr-defined]
+            return out
+        if kind == "list":
+            return [build(child, (*path, i)) for i, child in enumerate(node["v"])]
+        raise StateFormatError(
+            f"value at {'.'.join(map(str, path))} is missing from the checkpoint"
+        )
+
+    if skeleton.get("t") != "dict":
+        raise StateFormatError("the shared state must be a dict")
+    return {key: build(child, (str(key),)) for key, child in skeleton["k"]}
+
+
+def _template_tensor(template: Any, path: PathKey) -> torch.Tensor | None:
+    """The tensor at a DCP object path inside ``template``, matching str keys to int keys."""
+    node = template
+    for part in path:
+        if isinstance(node, Mapping):
+            if part in node:
+                node = node[part]
+                continue
+            if isinstance(part, str) and part.lstrip("-").isdigit() and int(part) in node:
+                node = node[int(part)]
+                continue
+            return None
+        if isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            continue
+        return None
+    return node if isinstance(node, torch.Tensor) else None
+
+
+# ---------------------------------------------------------------- shared state (DCP)
+
+
+def save_shared(state: Mapping[str, Any], directory: Path, *, threads: int) -> None:
+    """Write ``state`` as a DCP checkpoint into ``directory`` (files fsynced by DCP)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    writer = FileSystemWriter(
+        directory, single_file_per_rank=True, sync_files=True, thread_count=threads
+    )
+    dcp.save(dict(state), storage_writer=writer, no_dist=True)
+
+
+def load_shared(directory: Path, skeleton: Skeleton, template: Mapping[str, Any]) -> Any:
+    """Read a DCP checkpoint written by :func:`save_shared` and rebuild its structure.
+
+    Tensors are loaded in place into ``template``'s tensors where shape and dtype match
+    (so they keep their device); other tensors are allocated on the CPU.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = FileSystemReader(directory)
+    metadata = reader.read_metadata()
+    mappings: Mapping[str, PathKey] = metadata.planner_data or {}
+    flat: dict[str, Any] = {}
+    for fqn, md in metadata.state_dict_metadata.items():
+        if isinstance(md, TensorStorageMetadata):
+            path = tuple(mappings.get(fqn, (fqn,)))
+            live = _template_tensor(template, path)
+            if live is not None and live.shape == md.size and live.dtype == md.properties.dtype:
+                flat[fqn] = live.detach()
+            else:
+                flat[fqn] = torch.empty(md.size, dtype=md.properties.dtype)
+        else:
+            flat[fqn] = None  # filled in by the planner from the pickled bytes
+    planner = DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False)
+    dcp.load(flat, storage_reader=FileSystemReader(directory), planner=planner, no_dist=True)
+    by_path = {tuple(mappings.get(fqn, (fqn,))): value for fqn, value in flat.items()}
+    return rebuild(skeleton, by_path)
+
+
+# ---------------------------------------------------------------- per-rank state
+
+
+def encode_rank_state(state: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(dict(state), buf)
+    return buf.getvalue()
+
+
+def _numpy_safe_globals() -> list[Any]:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return []
+    found: list[Any] = [np.ndarray, np.dtype]
+    for mod_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            mod = __import__(mod_name, fromlist=["_reconstruct"])
+            found.append(mod._reconstruct)
+            break
+        except (ImportError, AttributeError):
+            continue
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        found.extend(getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType"))
+    return found
+
+
+def decode_rank_state(data: bytes, where: Path) -> dict[str, Any]:
+    """Load a per-rank file; ``weights_only`` first, full unpickling only for exotic contents.
+
+    The bytes were checked against the manifest's sha256 before this is called.
+    """
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            loaded = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        logger.debug("%s needs full unpickling (non-tensor objects in per-rank state)", where)
+        loaded = torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
+    if not isinstance(loaded, dict):
+        raise StateFormatError(f"{where}: expected a dict, found {type(loaded).__name__}")
+    return loaded

@@ -1,0 +1,430 @@
+"""Checkpoints: one committed directory per step, shared state once, per-rank state per rank.
+
+Layout under the checkpoint root (see ``docs/launch.md``)::
+
+    ckpt-00000120/                 committed: renamed from ckpt-00000120.tmp when complete
+      manifest.json                format, step, world, workers at save time, meta, files
+      manifest.sha256              sha256 of manifest.json
+      shared/                      PyTorch distributed checkpoint (DCP) of the shared state
+      shared-structure.json        exact container structure of the shared state
+      ranks/rank-00000.pt ...      per-logical-rank state (torch.save), one file per rank
+
+Every worker calls :meth:`CheckpointManager.save` for the same step. Workers coordinate
+only through the filesystem: each writes its per-rank files into the temporary directory,
+then a done-marker listing their checksums; worker 0 writes the shared state, waits for
+every marker, writes the manifest, fsyncs and renames. No collectives, so a save can run
+on a background thread while training goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tidal.runtime import _ckpt_io as cio
+from tidal.runtime import _ckpt_manifest as manifest
+from tidal.runtime import _ckpt_state as state
+from tidal.runtime._ckpt_manifest import (
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointWorldMismatch,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointManager",
+    "CheckpointWorldMismatch",
+]
+
+
+@dataclass(frozen=True)
+class _SaveJob:
+    step: int
+    shared: dict[str, Any] | None
+    per_rank: dict[int, dict[str, Any]]
+    meta: dict[str, Any]
+
+
+class CheckpointManager:
+    """Writes and finds the checkpoints of one job from one physical worker.
+
+    ``worker`` is this process's physical index (0..workers-1); ``world`` the job's fixed
+    logical world size W. ``keep`` committed checkpoints are kept (the newest always).
+    ``commit_timeout_s`` bounds how long worker 0 waits for the other workers' parts.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        worker: int,
+        workers: int,
+        world: int,
+        keep: int = 2,
+        commit_timeout_s: float = 300.0,
+        io_threads: int = 2,
+        _pause_s: float = 0.0,
+    ) -> None:
+        for name, value in (("workers", workers), ("world", world), ("keep", keep)):
+            if type(value) is not int or value < 1:
+                raise CheckpointError(f"{name} must be an int >= 1, got {value!r}")
+        if type(worker) is not int or not 0 <= worker < workers:
+            raise CheckpointError(f"worker must be in [0, {workers}), got {worker!r}")
+        if world % workers != 0:
+            raise CheckpointError(f"workers ({workers}) must divide world ({world})")
+        if commit_timeout_s <= 0:
+            raise CheckpointError(f"commit_timeout_s must be > 0, got {commit_timeout_s!r}")
+        if type(io_threads) is not int or io_threads < 1:
+            raise CheckpointError(f"io_threads must be an int >= 1, got {io_threads!r}")
+        self.root = Path(root).absolute()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot create checkpoint root {self.root}: {e}") from e
+        if not self.root.is_dir():
+            raise CheckpointError(f"checkpoint root {self.root} is not a directory")
+        self.worker = worker
+        self.workers = workers
+        self.world = world
+        self.keep = keep
+        self._commit_timeout_s = commit_timeout_s
+        self._io_threads = io_threads
+        self._pause_s = _pause_s
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+        self._verified: dict[Path, tuple[tuple[int, int], CheckpointInfo, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        if worker == 0:
+            self._remove_stale()
+
+    # ------------------------------------------------------------ saving
+
+    def save(
+        self,
+        step: int,
+        *,
+        shared: dict[str, Any] | None,
+        per_rank: dict[int, dict[str, Any]],
+        meta: dict[str, Any],
+        asynchronous: bool = False,
+    ) -> None:
+        """Save this worker's part of the checkpoint of ``step`` (see the module docstring).
+
+        Tensors are snapshotted before this returns. With ``asynchronous`` the files are
+        written on a background thread; a save waits for the previous asynchronous one
+        first, so at most one snapshot is held. Synchronous saves return when this
+        worker's part is durable, and on worker 0 when the checkpoint is committed.
+        """
+        if self._closed:
+            raise CheckpointError(f"checkpoint manager for {self.root} is closed")
+        self._validate_save(step, shared, per_rank, meta)
+        self.wait()
+        job = _SaveJob(
+            step=step,
+            shared=None if shared is None else state.snapshot(shared, copy_tensors=asynchronous),
+            per_rank={
+                r: state.snapshot(dict(s), copy_tensors=asynchronous)
+                for r, s in sorted(per_rank.items())
+            },
+            meta=json.loads(json.dumps(meta)),
+        )
+        if not asynchronous:
+            self._write(job)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidal-ckpt")
+        self._pending = self._pool.submit(self._write, job)
+
+    def wait(self) -> None:
+        """Block until the outstanding asynchronous save is done; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for outstanding saves (re-raising their errors) and release the thread."""
+        if self._closed:
+            return
+        try:
+            self.wait()
+        finally:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _validate_save(
+        self,
+        step: int,
+        shared: dict[str, Any] | None,
+        per_rank: dict[int, dict[str, Any]],
+        meta: dict[str, Any],
+    ) -> None:
+        if type(step) is not int or step < 0:
+            raise CheckpointError(f"step must be an int >= 0, got {step!r}")
+        if self.worker == 0 and not isinstance(shared, Mapping):
+            raise CheckpointError(
+                f"worker 0 must pass the shared state as a dict, got {type(shared).__name__}"
+            )
+        if self.worker != 0 and shared is not None:
+            raise CheckpointError(
+                f"only worker 0 passes shared state; worker {self.worker} passed a "
+                f"{type(shared).__name__}"
+            )
+        if not isinstance(per_rank, Mapping):
+            raise CheckpointError(f"per_rank must be a dict, got {type(per_rank).__name__}")
+        for r, s in per_rank.items():
+            if type(r) is not int or not 0 <= r < self.world:
+                raise CheckpointError(
+                    f"per_rank key {r!r} is not a logical rank in [0, {self.world})"
+                )
+            if not isinstance(s, Mapping):
+                raise CheckpointError(f"per_rank[{r}] must be a dict, got {type(s).__name__}")
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"meta must be JSON-serialisable: {e}") from e
+
+    def _write(self, job: _SaveJob) -> None:
+        started = time.monotonic()
+        tmp = self.root / cio.temporary_name(job.step)
+        try:
+            (tmp / cio.RANKS_DIR).mkdir(parents=True, exist_ok=True)
+            if self.worker != 0:
+                cio.remove_if_exists(tmp / cio.done_marker(self.worker))
+            files: dict[str, cio.FileDigest] = {}
+            if job.shared is not None:
+                files.update(self._write_shared(tmp, job.shared))
+            for r, rank_state in job.per_rank.items():
+                data = state.encode_rank_state(rank_state)
+                rel = cio.rank_file(r)
+                cio.write_bytes_durably(tmp / rel, data)
+                files[rel] = cio.digest_bytes(data)
+                self._pause()
+            if self.worker != 0:
+                cio.fsync_dir(tmp / cio.RANKS_DIR)
+                cio.write_json_atomically(
+                    tmp / cio.done_marker(self.worker),
+                    {
+                        "step": job.step,
+                        "worker": self.worker,
+                        "workers": self.workers,
+                        "world": self.world,
+                        "files": {rel: d.to_json() for rel, d in files.items()},
+                    },
+                )
+                logger.debug("worker %d wrote its part of step %d", self.worker, job.step)
+                return
+            files.update(self._await_other_workers(tmp, job.step))
+            self._check_ranks_complete(tmp, files)
+            self._write_manifest(tmp, job, files)
+            self._pause()
+            final = self._commit(tmp, job.step)
+            total = sum(d.size for d in files.values())
+            logger.info(
+                "checkpoint step %d committed: %.1f MB in %.2f s (%s)",
+                job.step,
+                total / 1e6,
+                time.monotonic() - started,
+                final,
+            )
+            self._prune(job.step)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(
+                f"saving checkpoint of step {job.step} into {tmp} failed: {e}"
+            ) from e
+
+    def _write_shared(self, tmp: Path, shared: dict[str, Any]) -> dict[str, cio.FileDigest]:
+        try:
+            skeleton = state.skeleton_of(shared)
+        except state.StateFormatError as e:
+            raise CheckpointError(str(e)) from e
+        structure = json.dumps(skeleton, separators=(",", ":")).encode()
+        cio.write_bytes_durably(tmp / cio.SHARED_STRUCTURE, structure)
+        shared_dir = tmp / cio.SHARED_DIR
+        if shared_dir.exists():  # a previous failed attempt in this process
+            cio.remove_tree(shared_dir)
+        state.save_shared(shared, shared_dir, threads=self._io_threads)
+        self._pause()
+        cio.fsync_dir(shared_dir)
+        digests = cio.digest_files(tmp, cio.files_under(tmp, cio.SHARED_DIR), self._io_threads)
+        digests[cio.SHARED_STRUCTURE] = cio.digest_bytes(structure)
+        return digests
+
+    def _await_other_workers(self, tmp: Path, step: int) -> dict[str, cio.FileDigest]:
+        waiting = set(range(1, self.workers))
+        files: dict[str, cio.FileDigest] = {}
+        deadline = time.monotonic() + self._commit_timeout_s
+        delay = 0.005
+        while waiting:
+            for worker in sorted(waiting):
+                marker = tmp / cio.done_marker(worker)
+                try:
+                    raw = cio.read_json(marker)
+                except (FileNotFoundError, ValueError):
+                    continue  # not written yet (markers are renamed into place)
+                expected = {"step": step, "workers": self.workers, "world": self.world}
+                if any(raw.get(k) != v for k, v in expected.items()):
+                    continue  # stale marker of another attempt; the new one will replace it
+                for rel, d in raw.get("files", {}).items():
+                    files[rel] = cio.FileDigest.from_json(d, f"{marker}: {rel}")
+                waiting.discard(worker)
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise CheckpointError(
+                    f"checkpoint of step {step} in {tmp}: workers {sorted(waiting)} did not "
+                    f"finish their part within {self._commit_timeout_s:.0f} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return files
+
+    def _check_ranks_complete(self, tmp: Path, files: Mapping[str, cio.FileDigest]) -> None:
+        missing = [r for r in range(self.world) if cio.rank_file(r) not in files]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint in {tmp} lacks the state of logical ranks {missing}: every "
+                f"rank in [0, {self.world}) must be saved by the worker hosting it"
+            )
+        for rel, digest in files.items():
+            size = (tmp / rel).stat().st_size
+            if size != digest.size:
+                raise CheckpointError(
+                    f"{tmp / rel} has {size} bytes, its writer reported {digest.size}"
+                )
+
+    def _write_manifest(
+        self, tmp: Path, job: _SaveJob, files: Mapping[str, cio.FileDigest]
+    ) -> None:
+        manifest.write_manifest(
+            tmp, step=job.step, world=self.world, workers=self.workers, files=files, meta=job.meta
+        )
+        for worker in range(1, self.workers):
+            cio.remove_if_exists(tmp / cio.done_marker(worker))
+        cio.fsync_tree(tmp)
+
+    def _commit(self, tmp: Path, step: int) -> Path:
+        final = self.root / cio.committed_name(step)
+        if final.exists():  # an abandoned timeline reached this step before
+            aside = self.root / f"{final.name}.old-{os.getpid()}"
+            os.rename(final, aside)
+            cio.remove_tree(aside)
+        os.rename(tmp, final)
+        cio.fsync_dir(self.root)
+        return final
+
+    def _prune(self, step: int) -> None:
+        committed = cio.committed_steps(self.root)
+        for s, path in committed.items():
+            if s > step:
+                logger.warning(
+                    "removing checkpoint %s: the job resumed from an earlier step and "
+                    "committed step %d",
+                    path,
+                    step,
+                )
+                cio.remove_tree(path)
+        older = sorted((s for s in committed if s < step), reverse=True)
+        for s in older[self.keep - 1 :]:
+            cio.remove_tree(committed[s])
+        for s, path in cio.temporary_steps(self.root).items():
+            if s < step:
+                cio.remove_tree(path)
+        for path in cio.doomed_dirs(self.root):
+            cio.remove_tree(path)
+
+    def _remove_stale(self) -> None:
+        """Worker 0 at start-up: temporary directories are from crashed writes; remove them."""
+        for path in [*cio.temporary_steps(self.root).values(), *cio.doomed_dirs(self.root)]:
+            logger.info("removing %s left by an interrupted checkpoint write", path)
+            cio.remove_tree(path)
+
+    def _pause(self) -> None:
+        if self._pause_s > 0:  # test hook: widen the window between files
+            time.sleep(self._pause_s)
+
+    # ------------------------------------------------------------ finding and loading
+
+    def latest(self) -> CheckpointInfo | None:
+        """The newest committed checkpoint whose checksums verify, or None.
+
+        Partial or corrupt checkpoints are skipped with a warning. A checkpoint of another
+        logical world size raises :class:`CheckpointWorldMismatch`.
+        """
+        for _step, path in sorted(cio.committed_steps(self.root).items(), reverse=True):
+            try:
+                return self._verified_entry(path)[0]
+            except CheckpointWorldMismatch:
+                raise
+            except CheckpointError as e:
+                logger.warning("skipping checkpoint %s: %s", path, e)
+        return None
+
+    def load_shared(self, info: CheckpointInfo, template: dict[str, Any]) -> dict[str, Any]:
+        """Load the shared state; ``template`` has the structure ``shared`` had at save.
+
+        Tensors whose shape and dtype match the template's are loaded in place into the
+        template's tensors (keeping their device); the returned dict has the saved
+        structure, including entries the template lacks (e.g. optimizer state that is
+        still empty before the first step).
+        """
+        self._verified_entry(info.path)
+        try:
+            skeleton = cio.read_json(info.path / cio.SHARED_STRUCTURE)
+            loaded = state.load_shared(info.path / cio.SHARED_DIR, skeleton, template)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"cannot load shared state from {info.path}: {e}") from e
+        return dict(loaded)
+
+    def load_rank(self, info: CheckpointInfo, logical_rank: int) -> dict[str, Any]:
+        """Load the state of one logical rank (any physical worker may load any rank)."""
+        if type(logical_rank) is not int or not 0 <= logical_rank < info.world:
+            raise CheckpointError(
+                f"logical_rank must be in [0, {info.world}) for {info.path}, got {logical_rank!r}"
+            )
+        _, raw = self._verified_entry(info.path)
+        rel = cio.rank_file(logical_rank)
+        path = info.path / rel
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e}") from e
+        expected = manifest.expected_digest(raw, rel, info.path)
+        if cio.digest_bytes(data) != expected:
+            raise CheckpointError(f"{path} does not match its checksum in the manifest")
+        try:
+            return state.decode_rank_state(data, path)
+        except Exception as e:
+            raise CheckpointError(f"cannot load {path}: {e}") from e
+
+    def _verified_entry(self, path: Path) -> tuple[CheckpointInfo, dict[str, Any]]:
+        """Verify a checkpoint once per manifest version (cached by inode and mtime)."""
+        manifest_path = path / cio.MANIFEST
+        try:
+            st = manifest_path.stat()
+        except OSError as e:
+            raise CheckpointError(f"{manifest_path} is missing: {e}") from e
+        stamp = (st.st_ino, st.st_mtime_ns)
+        with self._lock:
+            cached = self._verified.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], cached[2]
+        info, raw = manifest.verify(path, self.world, self._io_threads)
+        with self._lock:
+            self._verified[path] = (stamp, info, raw)
+        return info, raw
