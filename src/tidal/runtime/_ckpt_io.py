@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -196,3 +197,29 @@ def read_json(path: Path) -> Any:
 def remove_if_exists(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _measure_process_start() -> float:
+    """Wall-clock time this process started (Linux /proc), else the time of this import."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, counted after "pid (comm)"
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+PROCESS_STARTED_AT = _measure_process_start()
+
+
+def newest_mtime(path: Path) -> float:
+    """Latest modification time of a directory tree (the directory and everything in it)."""
+    newest = path.stat().st_mtime
+    for dirpath, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                newest = max(newest, (Path(dirpath) / name).stat().st_mtime)
+    return newest

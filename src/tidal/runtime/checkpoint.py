@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +74,7 @@ class CheckpointManager:
         keep: int = 2,
         commit_timeout_s: float = 300.0,
         io_threads: int = 2,
-        _pause_s: float = 0.0,
+        _on_phase: Callable[[str], None] | None = None,
     ) -> None:
         for name, value in (("workers", workers), ("world", world), ("keep", keep)):
             if type(value) is not int or value < 1:
@@ -100,7 +100,7 @@ class CheckpointManager:
         self.keep = keep
         self._commit_timeout_s = commit_timeout_s
         self._io_threads = io_threads
-        self._pause_s = _pause_s
+        self._on_phase = _on_phase  # test hook: called at each phase of a write
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
         self._verified: dict[Path, tuple[tuple[int, int], CheckpointInfo, dict[str, Any]]] = {}
@@ -201,6 +201,7 @@ class CheckpointManager:
         started = time.monotonic()
         tmp = self.root / cio.temporary_name(job.step)
         try:
+            self._phase("start")
             (tmp / cio.RANKS_DIR).mkdir(parents=True, exist_ok=True)
             if self.worker != 0:
                 cio.remove_if_exists(tmp / cio.done_marker(self.worker))
@@ -212,7 +213,7 @@ class CheckpointManager:
                 rel = cio.rank_file(r)
                 cio.write_bytes_durably(tmp / rel, data)
                 files[rel] = cio.digest_bytes(data)
-                self._pause()
+                self._phase("rank-written")
             if self.worker != 0:
                 cio.fsync_dir(tmp / cio.RANKS_DIR)
                 cio.write_json_atomically(
@@ -230,7 +231,7 @@ class CheckpointManager:
             files.update(self._await_other_workers(tmp, job.step))
             self._check_ranks_complete(tmp, files)
             self._write_manifest(tmp, job, files)
-            self._pause()
+            self._phase("manifest-written")
             final = self._commit(tmp, job.step)
             total = sum(d.size for d in files.values())
             logger.info(
@@ -259,7 +260,7 @@ class CheckpointManager:
         if shared_dir.exists():  # a previous failed attempt in this process
             cio.remove_tree(shared_dir)
         state.save_shared(shared, shared_dir, threads=self._io_threads)
-        self._pause()
+        self._phase("shared-written")
         cio.fsync_dir(shared_dir)
         digests = cio.digest_files(tmp, cio.files_under(tmp, cio.SHARED_DIR), self._io_threads)
         digests[cio.SHARED_STRUCTURE] = cio.digest_bytes(structure)
@@ -274,6 +275,8 @@ class CheckpointManager:
             for worker in sorted(waiting):
                 marker = tmp / cio.done_marker(worker)
                 try:
+                    if marker.stat().st_mtime < cio.PROCESS_STARTED_AT:
+                        continue  # left by an earlier launch; the fresh one will replace it
                     raw = cio.read_json(marker)
                 except (FileNotFoundError, ValueError):
                     continue  # not written yet (markers are renamed into place)
@@ -349,14 +352,24 @@ class CheckpointManager:
             cio.remove_tree(path)
 
     def _remove_stale(self) -> None:
-        """Worker 0 at start-up: temporary directories are from crashed writes; remove them."""
-        for path in [*cio.temporary_steps(self.root).values(), *cio.doomed_dirs(self.root)]:
-            logger.info("removing %s left by an interrupted checkpoint write", path)
-            cio.remove_tree(path)
+        """Worker 0 at start-up removes temporary directories of interrupted writes.
 
-    def _pause(self) -> None:
-        if self._pause_s > 0:  # test hook: widen the window between files
-            time.sleep(self._pause_s)
+        Anything last modified before this process started belongs to an earlier launch
+        (a launch's workers reach their first checkpoint only after worker 0 started);
+        a temporary directory a faster worker of this launch already writes is kept.
+        """
+        for path in [*cio.temporary_steps(self.root).values(), *cio.doomed_dirs(self.root)]:
+            try:
+                stale = cio.newest_mtime(path) < cio.PROCESS_STARTED_AT
+            except FileNotFoundError:
+                continue
+            if stale:
+                logger.info("removing %s left by an interrupted checkpoint write", path)
+                cio.remove_tree(path)
+
+    def _phase(self, name: str) -> None:
+        if self._on_phase is not None:
+            self._on_phase(name)
 
     # ------------------------------------------------------------ finding and loading
 
