@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tidal.core.errors import SpecError
 
@@ -17,6 +17,11 @@ class Placement:
     """
 
     parts: tuple[tuple[str, int], ...] = ()
+    _size: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        # Cached: sizes are read on every scheduling decision and every diff.
+        object.__setattr__(self, "_size", sum(c for _, c in self.parts))
 
     @classmethod
     def of(cls, counts: Mapping[str, int] | Iterable[tuple[str, int]]) -> Placement:
@@ -31,7 +36,7 @@ class Placement:
 
     @property
     def size(self) -> int:
-        return sum(c for _, c in self.parts)
+        return self._size
 
     @property
     def nodes(self) -> tuple[str, ...]:

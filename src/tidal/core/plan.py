@@ -12,7 +12,7 @@ from tidal.core.placement import EMPTY, Placement
 from tidal.core.snapshot import ClusterSnapshot
 from tidal.core.states import JobState
 
-_STARTABLE = frozenset({JobState.PENDING, JobState.PREEMPTED})
+_STARTABLE = (JobState.PENDING, JobState.PREEMPTED)  # a tuple: compared by identity first
 _EMPTY_REASONS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -22,13 +22,17 @@ class Plan:
 
     ``reasons`` holds a human-readable line for every job that gets less than it asked
     for ("waiting: 6 of 8 devices free", "shrunk 8→4 for premium job j-17"). With
-    ``checkpoint_on_stop`` false, stopped jobs are killed and lose their progress: only
-    baselines that model kill-based preemption set it.
+    ``checkpoint_on_stop`` false, stopped jobs are killed and lose their progress since
+    their last checkpoint: only baselines that model kill-based preemption set it. ``kill``
+    names jobs to stop *without* a checkpoint even so: a policy may kill a job that has
+    made little progress since its last checkpoint, so that its devices are free at once
+    instead of after the checkpoint is written.
     """
 
     placements: Mapping[str, Placement]
     reasons: Mapping[str, str] = field(default_factory=lambda: _EMPTY_REASONS)
     checkpoint_on_stop: bool = True
+    kill: frozenset[str] = frozenset()
 
     def target(self, job_id: str) -> Placement:
         return self.placements.get(job_id, EMPTY)
@@ -40,23 +44,27 @@ class Plan:
         holds devices and gets none is stopped.
         """
         actions: list[Action] = []
+        placements = self.placements
+        reasons = self.reasons
+        stopping = JobState.STOPPING
         for view in snapshot.jobs:
-            target = self.placements.get(view.id, EMPTY)
-            reason = self.reasons.get(view.id, "")
-            if view.holds_devices and view.state is not JobState.STOPPING:
-                current = view.placement
-                if not target:
-                    actions.append(
-                        Stop(view.id, current, checkpoint=self.checkpoint_on_stop, reason=reason)
-                    )
-                elif target == current:
+            job_id = view.spec.id
+            target = placements.get(job_id, EMPTY)
+            current = view.placement
+            state = view.state
+            if current.parts and state.holds_devices and state is not stopping:
+                if target is current or target == current:
                     continue
+                reason = reasons.get(job_id, "")
+                if not target:
+                    checkpoint = self.checkpoint_on_stop and job_id not in self.kill
+                    actions.append(Stop(job_id, current, checkpoint=checkpoint, reason=reason))
                 elif target.size != current.size:
-                    actions.append(Resize(view.id, current, target, reason=reason))
+                    actions.append(Resize(job_id, current, target, reason=reason))
                 else:
-                    actions.append(Migrate(view.id, current, target, reason=reason))
-            elif view.state in _STARTABLE and target:
-                actions.append(Start(view.id, target, reason=reason))
+                    actions.append(Migrate(job_id, current, target, reason=reason))
+            elif target and state in _STARTABLE:
+                actions.append(Start(job_id, target, reason=reasons.get(job_id, "")))
         actions.sort(key=apply_order)
         return actions
 

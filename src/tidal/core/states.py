@@ -19,14 +19,16 @@ class JobState(Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # Membership is tested on the value strings: hashing an Enum member runs Python code,
+    # and these two are asked for every job in every scheduling round.
     @property
     def is_terminal(self) -> bool:
-        return self in _TERMINAL
+        return self._value_ in _TERMINAL_VALUES
 
     @property
     def holds_devices(self) -> bool:
         """Whether a job in this state occupies devices."""
-        return self in _HOLDING
+        return self._value_ in _HOLDING_VALUES
 
     def can_become(self, new: JobState) -> bool:
         return new in _ALLOWED[self]
@@ -34,6 +36,8 @@ class JobState(Enum):
 
 _TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 _HOLDING = frozenset({JobState.STARTING, JobState.RUNNING, JobState.STOPPING, JobState.RESTARTING})
+_TERMINAL_VALUES = frozenset(s.value for s in _TERMINAL)
+_HOLDING_VALUES = frozenset(s.value for s in _HOLDING)
 _END = {JobState.FAILED, JobState.CANCELLED}
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.STARTING, *_END}),

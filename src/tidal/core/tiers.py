@@ -20,7 +20,7 @@ class Tier(Enum):
 
     @property
     def rank(self) -> int:
-        return _RANK[self]
+        return _RANK[self._value_]  # keyed by value: hashing an Enum member is slow
 
     def may_take_from(self, other: Tier) -> bool:
         """Whether a job of this tier may shrink or stop a job of tier ``other``."""
@@ -37,4 +37,4 @@ class Tier(Enum):
             raise SpecError(f"unknown tier {value!r}; expected one of: {names}") from None
 
 
-_RANK = {Tier.PREMIUM: 0, Tier.STANDARD: 1, Tier.BASIC: 2}
+_RANK = {Tier.PREMIUM.value: 0, Tier.STANDARD.value: 1, Tier.BASIC.value: 2}

@@ -1,0 +1,141 @@
+"""Scheduling-round latency of ``tiered`` at fleet scale, and a full Philly simulation.
+
+Prints one JSON object::
+
+    {"round_ms_p99": {"1000": ..., "10000": ..., "100000": ...}, "philly_sim_s": ...,
+     ...details...}
+
+``round_ms_p99[n]`` is the 99th percentile wall time of one ``tiered`` round
+(``schedule`` + ``plan.diff``) on a fleet of ``n`` devices (8 per node) with ``n / 5``
+live jobs: a Philly-like mix of sizes, tiers and tenants, the fleet nearly full, the rest
+waiting, some jobs inside their minimum hold time, a few stopping. ``philly_sim_s`` is the
+wall time of simulating the whole of ``philly.csv`` (from ``$TIDAL_TRACE_DIR``) under
+``tiered`` on 56 nodes × 8 devices; it is null, with a note on stderr, when the trace or
+the simulator is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from tidal.core import (
+    ClusterSnapshot,
+    Fleet,
+    JobSpec,
+    JobState,
+    JobView,
+    Tier,
+    make_policy,
+)
+from tidal.core.packing import FreePool
+
+SIZES = (1, 2, 4, 8, 16, 32, 64)
+SIZE_WEIGHTS = (40, 10, 15, 25, 6, 3, 1)
+TIERS = (Tier.PREMIUM, Tier.STANDARD, Tier.BASIC)
+TIER_WEIGHTS = (20, 50, 30)
+GIB = 1 << 30
+
+
+def make_snapshot(devices: int, seed: int, per_node: int = 8) -> ClusterSnapshot:
+    """A busy fleet of ``devices`` devices with ``devices // 5`` live jobs."""
+    rng = random.Random(seed)
+    fleet = Fleet.uniform(devices // per_node, per_node)
+    pool = FreePool(fleet)
+    now = 1_000_000.0
+    jobs: list[JobView] = []
+    n_jobs = devices // 5
+    for k in range(n_jobs):
+        world = rng.choices(SIZES, SIZE_WEIGHTS)[0]
+        tier = rng.choices(TIERS, TIER_WEIGHTS)[0]
+        duration = rng.lognormvariate(7.0, 2.0) + 60.0
+        spec = JobSpec(
+            id=f"j{k:06d}",
+            tenant=f"vc{rng.randrange(15):02d}",
+            tier=tier,
+            world=world,
+            submit_time=now - rng.uniform(0, 86_400),
+            work=duration * world,
+            checkpoint_bytes=min(world, 32) * GIB,
+        )
+        done = rng.uniform(0, 0.9) * spec.work
+        size = world
+        if tier is not Tier.PREMIUM and rng.random() < 0.2:
+            size = rng.choice(spec.sizes)
+        placement = pool.allocate(size, "gpu")
+        if placement:
+            state = JobState.STOPPING if rng.random() < 0.01 else JobState.RUNNING
+            placed = now - rng.uniform(0, 7_200)
+            jobs.append(
+                JobView(spec, state, placement, done, done, placed, placed, rng.randrange(3))
+            )
+        else:
+            state = JobState.PREEMPTED if done > 0 and rng.random() < 0.5 else JobState.PENDING
+            done = done if state is JobState.PREEMPTED else 0.0
+            jobs.append(JobView(spec, state, work_done=done, attained=done))
+    return ClusterSnapshot(now=now, fleet=fleet, jobs=tuple(jobs), round_id=seed)
+
+
+def time_rounds(devices: int, rounds: int, snapshots: int) -> dict[str, float]:
+    policy = make_policy("tiered")
+    times: list[float] = []
+    for seed in range(snapshots):
+        snapshot = make_snapshot(devices, seed)
+        policy.schedule(snapshot)  # warm the fleet index
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            plan = policy.schedule(snapshot)
+            plan.diff(snapshot)
+            times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    p99 = times[min(len(times) - 1, round(0.99 * (len(times) - 1)))]
+    return {"p99": p99, "p50": times[len(times) // 2], "max": times[-1], "n": float(len(times))}
+
+
+def philly_sim_seconds() -> float | None:
+    trace_dir = os.environ.get("TIDAL_TRACE_DIR")
+    path = Path(trace_dir) / "philly.csv" if trace_dir else None
+    if path is None or not path.is_file():
+        print(
+            f"philly_sim_s: no trace at {path or '$TIDAL_TRACE_DIR/philly.csv'} "
+            "(set TIDAL_TRACE_DIR)",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        from tidal.sim import load_trace, simulate  # type: ignore[attr-defined]
+    except ImportError as exc:
+        print(f"philly_sim_s: simulator not available ({exc})", file=sys.stderr)
+        return None
+    jobs = load_trace(str(path), seed=0)
+    t0 = time.perf_counter()
+    simulate(jobs, Fleet.uniform(56, 8), make_policy("tiered"))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--rounds", type=int, default=10, help="timed rounds per snapshot")
+    parser.add_argument("--snapshots", type=int, default=5, help="snapshots per fleet size")
+    parser.add_argument("--no-sim", action="store_true", help="skip the Philly simulation")
+    args = parser.parse_args()
+    detail = {str(n): time_rounds(n, args.rounds, args.snapshots) for n in args.sizes}
+    result = {
+        "round_ms_p99": {n: round(d["p99"], 2) for n, d in detail.items()},
+        "philly_sim_s": None if args.no_sim else philly_sim_seconds(),
+        "round_ms_p50": {n: round(d["p50"], 2) for n, d in detail.items()},
+        "live_jobs": {n: int(n) // 5 for n in detail},
+    }
+    if result["philly_sim_s"] is not None:
+        result["philly_sim_s"] = round(result["philly_sim_s"], 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""What every policy shares: the round builder, job grouping, shrinking, and reason lines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from types import MappingProxyType
+
+from tidal.core.packing import FreePool
+from tidal.core.placement import EMPTY, Placement
+from tidal.core.plan import Plan
+from tidal.core.snapshot import ClusterSnapshot, JobView
+from tidal.core.states import JobState
+
+log = logging.getLogger(__name__)
+
+_STOPPING = JobState.STOPPING
+
+
+def split_jobs(snapshot: ClusterSnapshot) -> tuple[list[JobView], list[JobView], dict[str, int]]:
+    """``(running, waiting, stopping_used)``.
+
+    ``running`` hold devices and may be kept, resized, migrated or stopped; ``waiting``
+    hold none and may be started; devices of jobs that are stopping are counted in
+    ``stopping_used`` (node -> devices) and are never placed.
+    """
+    running: list[JobView] = []
+    waiting: list[JobView] = []
+    stopping: dict[str, int] = {}
+    # Identity tests: hashing Enum members (for set membership) is slow in a hot loop.
+    run, start, restart = JobState.RUNNING, JobState.STARTING, JobState.RESTARTING
+    pending, preempted, stop = JobState.PENDING, JobState.PREEMPTED, JobState.STOPPING
+    for view in snapshot.jobs:
+        state = view.state
+        if state is run or state is start or state is restart:
+            if view.placement.parts:  # a holding state without devices: nothing to schedule
+                running.append(view)
+        elif state is pending or state is preempted:
+            waiting.append(view)
+        elif state is stop:
+            for node, count in view.placement.parts:
+                stopping[node] = stopping.get(node, 0) + count
+    return running, waiting, stopping
+
+
+class Round:
+    """One scheduling round being built: the free pool, targets so far and reasons."""
+
+    __slots__ = ("placements", "pool", "reasons", "snapshot")
+
+    def __init__(self, snapshot: ClusterSnapshot, stopping_used: dict[str, int]) -> None:
+        self.snapshot = snapshot
+        self.pool = FreePool(snapshot.fleet, stopping_used)
+        self.placements: dict[str, Placement] = {}
+        self.reasons: dict[str, str] = {}
+
+    def keep(self, view: JobView) -> bool:
+        """Keep ``view`` where it is, if its devices are still free in this round."""
+        placement = view.placement
+        if not self.pool.fits(placement):
+            return False
+        self.pool.take(placement)
+        self.placements[view.id] = placement
+        return True
+
+    def place(self, view: JobView, size: int) -> Placement:
+        """Allocate ``size`` devices for ``view`` compactly; EMPTY if they cannot be found."""
+        placement = self.pool.allocate(size, view.spec.device_type)
+        if placement:
+            self.placements[view.id] = placement
+        return placement
+
+    def set(self, view: JobView, placement: Placement) -> None:
+        """Record a placement already taken from the pool."""
+        self.placements[view.id] = placement
+
+    def drop(self, view: JobView) -> None:
+        """Give back whatever ``view`` was given in this round."""
+        placement = self.placements.pop(view.id, EMPTY)
+        if placement:
+            self.pool.give(placement)
+
+    def target(self, job_id: str) -> Placement:
+        return self.placements.get(job_id, EMPTY)
+
+    def plan(
+        self,
+        checkpoint_on_stop: bool = True,
+        explain_rest: bool = True,
+        kill: frozenset[str] = frozenset(),
+    ) -> Plan:
+        """The plan built so far. With ``explain_rest``, every job left short without a
+        reason gets a generic one."""
+        placements = self.placements
+        reasons = self.reasons
+        for view in self.snapshot.jobs if explain_rest else ():
+            if view.id in reasons or view.state is _STOPPING or view.state.is_terminal:
+                continue
+            placement = placements.get(view.id)
+            size = placement.size if placement is not None else 0
+            if size < view.spec.world:
+                reasons[view.id] = (
+                    f"running on {size} of {view.spec.world} devices" if size else "waiting"
+                )
+        return Plan(
+            MappingProxyType(self.placements),
+            MappingProxyType(self.reasons),
+            checkpoint_on_stop=checkpoint_on_stop,
+            kill=kill,
+        )
+
+
+def shrink_parts(placement: Placement, size: int) -> Placement:
+    """Keep ``size`` of ``placement``'s devices on as few of its nodes as possible."""
+    if size >= placement.size:
+        return placement
+    if size <= 0:
+        return EMPTY
+    parts = sorted(placement.parts, key=lambda p: (-p[1], p[0]))
+    kept: list[tuple[str, int]] = []
+    need = size
+    # If one node already holds enough, keep the tightest such node.
+    single = [p for p in parts if p[1] >= size]
+    if single:
+        node, _ = min(single, key=lambda p: (p[1], p[0]))
+        return Placement(((node, size),))
+    for node, count in parts:
+        take = min(count, need)
+        kept.append((node, take))
+        need -= take
+        if not need:
+            break
+    return Placement(tuple(sorted(kept)))
+
+
+def capacity_by_type(snapshot: ClusterSnapshot, stopping_used: dict[str, int]) -> dict[str, int]:
+    """Devices of each type that this round may place (capacity minus stopping jobs)."""
+    cap: dict[str, int] = {}
+    for node in snapshot.fleet.nodes:
+        cap[node.device_type] = cap.get(node.device_type, 0) + node.devices
+    if stopping_used:
+        fleet = snapshot.fleet
+        for name, count in stopping_used.items():
+            t = fleet.node(name).device_type
+            cap[t] -= count
+    return cap
+
+
+def submit_order(view: JobView) -> tuple[float, str]:
+    return (view.spec.submit_time, view.spec.id)
+
+
+def waiting_reason(need: int, free: int, why: str = "") -> str:
+    """``"waiting: needs 8 devices, 3 free"`` plus an optional explanation."""
+    text = f"waiting: needs {need} devices, {free} free"
+    return f"{text} ({why})" if why else text
+
+
+def fill_waiting(rnd: Round, order: Sequence[JobView]) -> list[JobView]:
+    """Start jobs of ``order`` at full size wherever they fit now; return those that do not."""
+    left: list[JobView] = []
+    for view in order:
+        if not rnd.place(view, view.spec.world):
+            left.append(view)
+    return left
+
+
+def log_round(name: str, snapshot: ClusterSnapshot, plan: Plan) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "round %d (%s) at t=%.1f: %d jobs placed, %d with reasons",
+            snapshot.round_id,
+            name,
+            snapshot.now,
+            len(plan.placements),
+            len(plan.reasons),
+        )

@@ -1,0 +1,110 @@
+"""FIFO with EASY backfilling, as Slurm's ``sched/backfill`` does it."""
+
+from __future__ import annotations
+
+import math
+
+from tidal.core.packing import FreePool
+from tidal.core.placement import Placement
+from tidal.core.plan import Plan
+from tidal.core.policies._common import Round, log_round, split_jobs, submit_order, waiting_reason
+from tidal.core.snapshot import ClusterSnapshot, JobView
+
+
+def expected_end(view: JobView, now: float) -> float:
+    """When a running job should finish: its remaining work at its current device count."""
+    size = view.size or view.spec.world
+    return now + view.remaining / size
+
+
+class BackfillPolicy:
+    """Gang, non-preemptive FIFO with EASY backfilling (Lifka, 1995; Slurm's backfill).
+
+    Jobs start in submission order at full size. When the head of the queue does not fit,
+    it gets a *reservation*: the earliest time (the "shadow time") at which enough devices,
+    compactly placed, will have been released by running jobs, and the devices it would
+    take then. A later job may start now only if it fits now and does not delay that
+    reservation: either it will have finished by the shadow time, or it only uses devices
+    the reservation does not need. Run times are estimated from the jobs' declared work
+    (remaining work over device count), which plays the role of a Slurm time limit; the
+    simulator's job durations are exact, so these estimates are perfect.
+    """
+
+    name = "fifo-backfill"
+    tick: float | None = None
+
+    def schedule(self, snapshot: ClusterSnapshot) -> Plan:
+        running, waiting, stopping = split_jobs(snapshot)
+        rnd = Round(snapshot, stopping)
+        for view in running:
+            rnd.keep(view)
+        waiting.sort(key=submit_order)
+        now = snapshot.now
+        head: JobView | None = None
+        shadow = math.inf
+        future: FreePool | None = None
+        started: list[tuple[float, str, Placement]] = []
+        for view in waiting:
+            world = view.spec.world
+            if head is None:
+                placement = rnd.place(view, world)
+                if placement:
+                    started.append((now + view.remaining / world, view.id, placement))
+                    continue
+                head = view
+                shadow, future = self._reserve(rnd, running, started, stopping, view, now)
+                free = rnd.pool.total_free(view.spec.device_type)
+                when = "never" if math.isinf(shadow) else f"t={shadow:.0f}"
+                rnd.reasons[view.id] = waiting_reason(
+                    world, free, f"head of the queue, devices reserved from {when}"
+                )
+                continue
+            placement = rnd.place(view, world)
+            if not placement:
+                rnd.reasons[view.id] = waiting_reason(
+                    world, rnd.pool.total_free(view.spec.device_type), "no room to backfill"
+                )
+                continue
+            if now + view.remaining / world <= shadow or future is None:
+                continue  # done before the head's reservation starts
+            if future.fits(placement):
+                future.take(placement)  # still running at the shadow time, on spare devices
+                continue
+            rnd.drop(view)
+            rnd.reasons[view.id] = (
+                f"waiting: would delay the reservation of {head.id} at t={shadow:.0f}"
+            )
+        plan = rnd.plan()
+        log_round(self.name, snapshot, plan)
+        return plan
+
+    @staticmethod
+    def _reserve(
+        rnd: Round,
+        running: list[JobView],
+        started: list[tuple[float, str, Placement]],
+        stopping: dict[str, int],
+        head: JobView,
+        now: float,
+    ) -> tuple[float, FreePool | None]:
+        """The head's shadow time and the pool as it will be then, with the head placed."""
+        future = rnd.pool.copy()
+        if stopping:
+            future.give(Placement.of(stopping))  # they release their devices momentarily
+        world = head.spec.world
+        device_type = head.spec.device_type
+        if future.allocate(world, device_type):
+            return now, future
+        ends = sorted(
+            [
+                (expected_end(v, now), v.id, v.placement)
+                for v in running
+                if v.spec.device_type == device_type
+            ]
+            + started
+        )
+        for end, _, placement in ends:
+            future.give(placement)
+            if future.allocate(world, device_type):
+                return end, future
+        return math.inf, None

@@ -1,0 +1,204 @@
+"""``tiered``: Tidal's own policy — SLA tiers on preemptible, migratable, elastic jobs."""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from tidal.core.errors import SpecError
+from tidal.core.packing import fleet_index
+from tidal.core.plan import Plan
+from tidal.core.policies._common import Round, split_jobs
+from tidal.core.policies._tiered_alloc import (
+    DEFAULT_GROW_MIN_REMAINING,
+    DEFAULT_KILL_FOR_SHORT,
+    DEFAULT_KILL_MAX_LOSS,
+    DEFAULT_LAS_THRESHOLDS,
+    DEFAULT_MIN_HOLD,
+    Entry,
+    TieredConfig,
+    allocate_others,
+    premium_admission,
+    take_for_premium,
+)
+from tidal.core.policies._tiered_place import realize
+from tidal.core.snapshot import ClusterSnapshot
+from tidal.core.tiers import Tier
+
+log = logging.getLogger(__name__)
+
+_PREMIUM = Tier.PREMIUM
+
+
+class TieredPolicy:
+    """SLA tiers with elastic, checkpointed preemption, in the spirit of Microsoft's
+    Singularity (Shukla et al., 2022: transparent preemption, migration and elastic
+    resizing of every job under SLA tiers), with least-attained-service ordering within a
+    tier from Tiresias (Gu et al., NSDI'19) and quota sharing with borrowing as in YARN's
+    capacity scheduler and Kueue's cohorts.
+
+    Each round, per device type:
+
+    1. **Premium** jobs always run at full size W. Running ones keep their devices (nobody
+       takes a premium job's devices); waiting ones start, in submission order, as soon as
+       the devices not held by premium work can hold them.
+    2. If the free devices do not suffice, premium jobs **take devices** from basic jobs
+       first, then standard ones; within a tier, elastic victims are *shrunk* before any
+       job is *stopped*, and the cheapest go first (jobs past their minimum hold time,
+       smaller checkpoints, more service already received). Every stop checkpoints, so no
+       progress is lost.
+    3. If the premium job's devices are scattered over nodes, running jobs are
+       **migrated** (or, failing that, shrunk or stopped) to clear a node for it.
+    4. **Standard** jobs share the rest by tenant quota (``snapshot.quotas``; without
+       quotas, max-min fair shares among tenants with live standard jobs), then **borrow**
+       what other tenants leave idle; borrowed devices go back to their owner's jobs once
+       the borrower's minimum hold time has passed.
+    5. **Basic** jobs run on whatever is left.
+    6. Within a tier, jobs are served by discretized least attained service
+       (``las_thresholds``, device-seconds), running jobs before waiting ones of the same
+       level, then first-come first-served — short jobs finish first without knowing
+       their length.
+    7. **No thrashing**: a standard or basic job keeps what it was given for ``min_hold``
+       seconds after its placement changed, unless premium work needs the devices.
+    8. **Work conserving**: elastic jobs grow towards W and waiting jobs start (at a
+       smaller allowed size if need be) while devices are free. A running job grows only
+       if its remaining work at its current size exceeds ``grow_min_remaining`` seconds
+       (using its declared work as an estimate), so a resize's restart pays off.
+
+    Every job that gets less than it asked for has a reason. ``tick`` asks the caller to
+    re-run the policy at least that often while jobs wait (LAS demotions and hold-time
+    expiries happen between events).
+    """
+
+    name = "tiered"
+
+    def __init__(
+        self,
+        min_hold: float = DEFAULT_MIN_HOLD,
+        las_thresholds: Sequence[float] = DEFAULT_LAS_THRESHOLDS,
+        grow_min_remaining: float = DEFAULT_GROW_MIN_REMAINING,
+        kill_for_short: float = DEFAULT_KILL_FOR_SHORT,
+        kill_max_loss: float = DEFAULT_KILL_MAX_LOSS,
+        migrate: bool = True,
+        tick: float | None = 300.0,
+    ) -> None:
+        thresholds = tuple(float(t) for t in las_thresholds)
+        if any(t <= 0 for t in thresholds) or list(thresholds) != sorted(set(thresholds)):
+            raise SpecError(
+                f"tiered: las_thresholds must be positive and increasing, got {thresholds}"
+            )
+        if min_hold < 0:
+            raise SpecError(f"tiered: min_hold must be >= 0 seconds, got {min_hold}")
+        if kill_for_short < 0 or kill_max_loss < 0:
+            raise SpecError(
+                f"tiered: kill_for_short and kill_max_loss must be >= 0, got "
+                f"{kill_for_short} and {kill_max_loss}"
+            )
+        if grow_min_remaining < 0:
+            raise SpecError(
+                f"tiered: grow_min_remaining must be >= 0 seconds, got {grow_min_remaining}"
+            )
+        if tick is not None and tick <= 0:
+            raise SpecError(f"tiered: tick must be > 0 seconds, got {tick}")
+        self.config = TieredConfig(
+            min_hold=float(min_hold),
+            las_thresholds=thresholds,
+            grow_min_remaining=float(grow_min_remaining),
+            kill_for_short=float(kill_for_short),
+            kill_max_loss=float(kill_max_loss),
+            migrate=migrate,
+        )
+        self.tick = tick
+
+    def schedule(self, snapshot: ClusterSnapshot) -> Plan:
+        config = self.config
+        running, waiting, stopping = split_jobs(snapshot)
+        fx = fleet_index(snapshot.fleet)
+        capacity = fx.capacity
+        releasing: dict[str, int] = {}  # devices held by stopping jobs, per type
+        for name, count in stopping.items():
+            t = fx.types[fx.index[name]]
+            releasing[t] = releasing.get(t, 0) + count
+        groups: dict[str, list[Entry]] = {}
+        for view in running:
+            groups.setdefault(view.spec.device_type, []).append(Entry(view))
+        for view in waiting:
+            groups.setdefault(view.spec.device_type, []).append(Entry(view))
+        ordered: list[Entry] = []
+        admitted_all: list[Entry] = []
+        left_by_type: dict[str, int] = {}
+        now = snapshot.now
+        for device_type in sorted(groups):
+            group = groups[device_type]
+            total = capacity.get(device_type, 0)  # devices being released included
+            soon = releasing.get(device_type, 0)
+            premium_running, admitted = premium_admission(group, total)
+            others = [e for e in group if e.tier is not _PREMIUM]
+            premium_held = sum(e.held for e in premium_running)
+            wanted = sum(e.world for e in admitted)
+            free_now = total - soon - premium_held - sum(e.held for e in others)
+            from_free = min(max(0, free_now), wanted)
+            from_soon = min(soon, wanted - from_free)
+            take_for_premium(others, admitted, from_free + from_soon, now, config)
+            premium_use: dict[str, int] = {}
+            for e in premium_running + admitted:
+                premium_use[e.tenant] = premium_use.get(e.tenant, 0) + e.target
+            room = total - premium_held - wanted - (soon - from_soon)
+            left_by_type[device_type] = allocate_others(
+                others, room, snapshot.quotas, premium_use, now, config
+            )
+            ordered.extend(premium_running)
+            ordered.extend(admitted)
+            ordered.extend(e for e in group if e.tier is _PREMIUM and not e.held and not e.target)
+            ordered.extend(others)
+            admitted_all.extend(admitted)
+        rnd = realize(snapshot, stopping, ordered, admitted_all, config)
+        self._explain(rnd, ordered, left_by_type)
+        kill = frozenset(e.id for e in ordered if e.kill)
+        plan = rnd.plan(explain_rest=False, kill=kill)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "round %d at t=%.1f: %d jobs, %d placed, %d short: %s",
+                snapshot.round_id,
+                snapshot.now,
+                len(ordered),
+                len(plan.placements),
+                len(plan.reasons),
+                "; ".join(f"{k}: {v}" for k, v in list(plan.reasons.items())[:20]),
+            )
+        return plan
+
+    def _explain(self, rnd: Round, ordered: list[Entry], left: dict[str, int]) -> None:
+        """A reason for every job that gets less than it asked for."""
+        reasons = rnd.reasons
+        placements = rnd.placements
+        thresholds = self.config.las_thresholds
+        for e in ordered:
+            placement = placements.get(e.id)
+            size = placement.size if placement is not None else 0
+            if size >= e.world:
+                if e.reason:  # e.g. migrated to make room: say why it moved
+                    reasons[e.id] = e.reason
+                continue
+            if e.reason:
+                reasons[e.id] = e.reason
+                continue
+            tier = e.tier.value
+            level = bisect_right(thresholds, e.view.attained)
+            if not size:
+                if e.held:
+                    reasons[e.id] = (
+                        f"preempted: higher-priority work needs its {e.held} devices "
+                        f"({tier}, service level {level})"
+                    )
+                else:
+                    reasons[e.id] = (
+                        f"waiting: needs {e.spec.min_size} of {e.world} devices, "
+                        f"{left.get(e.spec.device_type, 0)} free after higher-priority work "
+                        f"({tier}, service level {level})"
+                    )
+            elif e.held and size < e.held:
+                reasons[e.id] = f"shrunk {e.held}→{size}: higher-priority work needs devices"
+            else:
+                reasons[e.id] = f"running on {size} of {e.world} devices: no more free"
