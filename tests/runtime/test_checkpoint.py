@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -516,6 +517,14 @@ def test_save_validation_names_the_bad_value(tmp_path: Path) -> None:
         w1.save(1, shared=None, per_rank={1: {}}, meta={"t": torch.ones(1)})
     with pytest.raises(CheckpointError, match=r"dict key \(1, 2\) has type tuple"):
         w0.save(1, shared={"bad": {(1, 2): 3}}, per_rank={0: {}}, meta={})
+    sched = torch.optim.lr_scheduler.StepLR(
+        torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1), step_size=1
+    )
+    sched.step = types.MethodType(lambda self: None, sched)  # type: ignore[method-assign]
+    with pytest.raises(CheckpointError, match=r"shared\['scheduler'\]\['step'\] is a method"):
+        w0.save(1, shared={"scheduler": sched.state_dict()}, per_rank={0: {}}, meta={})
+    with pytest.raises(CheckpointError, match=r"per_rank\[1\]\['f'\] is a function"):
+        w1.save(1, shared=None, per_rank={1: {"f": _worker_main}}, meta={}, asynchronous=True)
     w0.close()
     with pytest.raises(CheckpointError, match="is closed"):
         w0.save(2, shared={}, per_rank={0: {}}, meta={})

@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import logging
 import pickle
+import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -38,6 +40,16 @@ warnings.filterwarnings(
 )
 
 Skeleton = dict[str, Any]
+
+# Pickling these would drag whole live objects into the checkpoint (a bound method pickles
+# its instance) and rebind them to copies on load; state dicts must hold data.
+_CODE_TYPES = (
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
+    types.BuiltinMethodType,
+    functools.partial,
+)
 PathKey = tuple[str | int, ...]
 
 
@@ -107,6 +119,15 @@ def skeleton_of(obj: Any, where: str = "shared") -> Skeleton:
         return node
     if isinstance(obj, list):
         return {"t": "list", "v": [skeleton_of(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, tuple):
+        for i, v in enumerate(obj):
+            skeleton_of(v, f"{where}[{i}]")  # only to reject code inside tuples
+    elif isinstance(obj, _CODE_TYPES):
+        raise StateFormatError(
+            f"{where} is a {type(obj).__name__} ({getattr(obj, '__qualname__', obj)!r}): a "
+            "checkpoint stores data, not code (was a method patched onto the object, so that "
+            "its state_dict() picked it up?)"
+        )
     return {"t": "leaf"}
 
 

@@ -52,6 +52,7 @@ __all__ = [
 class _SaveJob:
     step: int
     shared: dict[str, Any] | None
+    skeleton: dict[str, Any] | None  # the shared state's container structure
     per_rank: dict[int, dict[str, Any]]
     meta: dict[str, Any]
 
@@ -130,9 +131,16 @@ class CheckpointManager:
         if self._closed:
             raise CheckpointError(f"checkpoint manager for {self.root} is closed")
         self._validate_save(step, shared, per_rank, meta)
+        try:  # structure errors surface here, at the caller, even for asynchronous saves
+            skeleton = None if shared is None else state.skeleton_of(shared)
+            for r, s in per_rank.items():
+                state.skeleton_of(s, f"per_rank[{r}]")
+        except state.StateFormatError as e:
+            raise CheckpointError(f"cannot checkpoint step {step}: {e}") from e
         self.wait()
         job = _SaveJob(
             step=step,
+            skeleton=skeleton,
             shared=None if shared is None else state.snapshot(shared, copy_tensors=asynchronous),
             per_rank={
                 r: state.snapshot(dict(s), copy_tensors=asynchronous)
@@ -207,7 +215,7 @@ class CheckpointManager:
                 cio.remove_if_exists(tmp / cio.done_marker(self.worker))
             files: dict[str, cio.FileDigest] = {}
             if job.shared is not None:
-                files.update(self._write_shared(tmp, job.shared))
+                files.update(self._write_shared(tmp, job.shared, job.skeleton or {}))
             for r, rank_state in job.per_rank.items():
                 data = state.encode_rank_state(rank_state)
                 rel = cio.rank_file(r)
@@ -249,11 +257,9 @@ class CheckpointManager:
                 f"saving checkpoint of step {job.step} into {tmp} failed: {e}"
             ) from e
 
-    def _write_shared(self, tmp: Path, shared: dict[str, Any]) -> dict[str, cio.FileDigest]:
-        try:
-            skeleton = state.skeleton_of(shared)
-        except state.StateFormatError as e:
-            raise CheckpointError(str(e)) from e
+    def _write_shared(
+        self, tmp: Path, shared: dict[str, Any], skeleton: dict[str, Any]
+    ) -> dict[str, cio.FileDigest]:
         structure = json.dumps(skeleton, separators=(",", ":")).encode()
         cio.write_bytes_durably(tmp / cio.SHARED_STRUCTURE, structure)
         shared_dir = tmp / cio.SHARED_DIR
