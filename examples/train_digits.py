@@ -35,12 +35,14 @@ logger = logging.getLogger("train_digits")
 
 
 def build_model() -> nn.Module:
+    # No bias before BatchNorm: it would be a parameter with a (numerically) zero gradient,
+    # which AdamW turns into rounding noise, making any two summation orders drift apart.
     return nn.Sequential(
-        nn.Linear(64, 128),
+        nn.Linear(64, 128, bias=False),
         nn.BatchNorm1d(128),
         nn.ReLU(),
         nn.Dropout(0.2),
-        nn.Linear(128, 128),
+        nn.Linear(128, 128, bias=False),
         nn.BatchNorm1d(128),
         nn.ReLU(),
         nn.Dropout(0.2),
@@ -110,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     total = args.epochs * steps_per_epoch(len(dataset), tidal.world(), args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total)
 
-    model, optimizer, loader, scheduler = tidal.prepare(model, optimizer, loader, scheduler)
+    # seed=: logical rank r draws its dropout masks and augmentations from streams seeded
+    # (args.seed + 1) + r, like a DDP script calling torch.manual_seed(seed + rank)
+    model, optimizer, loader, scheduler = tidal.prepare(
+        model, optimizer, loader, scheduler, seed=args.seed + 1
+    )
 
     loss = torch.tensor(float("nan"))
     for epoch in tidal.epochs(args.epochs):

@@ -24,13 +24,17 @@ _current: RuntimeContext | None = None
 _atexit_registered = False
 
 
-def prepare(*objects: Any) -> Any:
+def prepare(*objects: Any, seed: int | None = None) -> Any:
     """Make a training run spliced, preemptible and resumable; returns the objects in order.
 
     Accepts models, optimizers, one training DataLoader, LR schedulers, a GradScaler, and
     any object with ``state_dict``/``load_state_dict``. With one argument, returns it; with
     several, a tuple. If ``TIDAL_CHECKPOINT_DIR`` holds a committed checkpoint, every object
     is restored from it before this returns.
+
+    Every logical rank's random streams start as a copy of worker 0's generators at this
+    call (as DDP processes seeded alike). With ``seed``, logical rank r's streams are
+    seeded with ``seed + r`` instead (the DDP idiom ``torch.manual_seed(seed + rank)``).
     """
     global _current, _atexit_registered
     if not objects:
@@ -39,7 +43,7 @@ def prepare(*objects: Any) -> Any:
     shutdown()
     ctx = RuntimeContext(settings)
     try:
-        returned = ctx.prepare(objects)
+        returned = ctx.prepare(objects, seed=seed)
     except BaseException:
         ctx.close()
         raise

@@ -96,7 +96,7 @@ class RuntimeContext:
             )
 
     # ------------------------------------------------------------------ prepare
-    def prepare(self, objects: Sequence[Any]) -> list[Any]:
+    def prepare(self, objects: Sequence[Any], *, seed: int | None = None) -> list[Any]:
         s = self.settings
         self.items = classify(objects)
         models = [p.obj for p in self.items if p.kind is Kind.MODEL]
@@ -109,6 +109,8 @@ class RuntimeContext:
         if not params:
             raise PrepareError("the prepared model(s) have no parameters with requires_grad=True")
         self.rng = StreamSwitcher(list(s.hosted_ranks), self.cuda_device)
+        if seed is not None:
+            self.rng.seed_slots(seed)
         cross = make_cross_worker(s.reduce, s.world, s.worker, s.workers, Layout.of(params))
         self.splicer = GradSplicer(
             params,
@@ -125,6 +127,7 @@ class RuntimeContext:
                 self.patches.patch(item.obj, OPTIMIZER_METHODS)
             elif item.kind is Kind.SCHEDULER:
                 self.patches.patch(item.obj, SCHEDULER_METHODS)
+                self.patches.hide_from_state(item.obj)
             elif item.kind is Kind.SCALER:
                 self.patches.patch(item.obj, SCALER_METHODS)
             if item.kind is Kind.LOADER:

@@ -139,6 +139,23 @@ class StreamSwitcher:
         restore(self._slots[key], self._cuda)
         self._active = key
 
+    def seed_slots(self, seed: int) -> None:
+        """Seed every logical-rank slot r with ``seed + r`` (torch, CUDA, NumPy, random).
+
+        The idiom of DDP scripts that call ``torch.manual_seed(seed + rank)`` after setup.
+        """
+        if self._active != MAIN:
+            raise TidalRuntimeError("seed_slots must run while the main stream is active")
+        main = capture(self._cuda)
+        for key in self._slots:
+            if key == MAIN or not isinstance(key, int):
+                continue
+            torch.manual_seed(seed + key)
+            np.random.seed((seed + key) % 2**32)
+            random.seed(seed + key)
+            self._slots[key] = capture(self._cuda)
+        restore(main, self._cuda)
+
     def get(self, key: Hashable) -> RNGState:
         """The stream's current state (read live if it is the active one)."""
         if key == self._active:

@@ -53,6 +53,29 @@ class Patches:
         # a bound method, like the one it replaces (LR schedulers unwrap ``step.__func__``)
         return types.MethodType(wrapper, obj)
 
+    def hide_from_state(self, obj: object) -> None:
+        """Keep the replaced methods out of ``state_dict`` and safe from ``load_state_dict``.
+
+        LR schedulers save and restore their whole ``__dict__``, which now holds our bound
+        methods; without this they would be pickled into checkpoints and, on load, replace
+        the live wrappers with stale copies.
+        """
+        hidden = {name for o, name, _ in self._done if o is obj} | {"state_dict", "load_state_dict"}
+        save, load = obj.state_dict, obj.load_state_dict  # type: ignore[attr-defined]
+        self._done.append((obj, "state_dict", vars(obj).get("state_dict", _MISSING)))
+        self._done.append((obj, "load_state_dict", vars(obj).get("load_state_dict", _MISSING)))
+
+        def state_dict(_self: object) -> dict[str, Any]:
+            return {k: v for k, v in save().items() if k not in hidden}
+
+        def load_state_dict(_self: object, state: dict[str, Any]) -> Any:
+            return load({k: v for k, v in state.items() if k not in hidden})
+
+        functools.update_wrapper(state_dict, save)
+        functools.update_wrapper(load_state_dict, load)
+        obj.state_dict = types.MethodType(state_dict, obj)  # type: ignore[attr-defined]
+        obj.load_state_dict = types.MethodType(load_state_dict, obj)  # type: ignore[attr-defined]
+
     def undo(self) -> None:
         """Put every replaced method back as it was."""
         for obj, name, previous in reversed(self._done):
