@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from tidal.core.placement import Placement
 from tidal.core.snapshot import JobView
 from tidal.core.spec import JobSpec
 from tidal.core.states import JobState
@@ -47,6 +48,7 @@ class Entry:
     __slots__ = (
         "fixed",
         "held",
+        "hint",
         "id",
         "key",
         "kill",
@@ -73,6 +75,7 @@ class Entry:
         self.fixed = False  # target set by premium preemption; not revisited this round
         self.pinned = False
         self.kill = False  # stopped without a checkpoint
+        self.hint: Placement | None = None  # where a premium job fits beside premium work
         self.reason = ""
         self.key: tuple[int, int, int, float, str] = (0, 0, 0, 0.0, "")
 
@@ -112,10 +115,14 @@ def kill_loss(e: Entry, now: float) -> float:
     return max(0.0, now - since) * e.held
 
 
-def premium_admission(entries: list[Entry], capacity: int) -> tuple[list[Entry], list[Entry]]:
+def premium_admission(
+    entries: list[Entry], capacity: int, fits: Callable[[Entry], Placement | None]
+) -> tuple[list[Entry], list[Entry]]:
     """Premium jobs first: running ones keep W; waiting ones are admitted, in submission
     order, while the devices not held by premium work (``capacity`` counts devices still
-    being released) can hold them. Returns ``(running, admitted)``."""
+    being released) can hold them and ``fits(entry)`` finds them a compact placement once
+    every non-premium job is out of the way (None: no need to look; EMPTY: none), which
+    is kept as the entry's ``hint``. Returns ``(running, admitted)``."""
     running = [e for e in entries if e.tier is _PREMIUM and e.held]
     waiting = sorted(
         (e for e in entries if e.tier is _PREMIUM and not e.held),
@@ -129,15 +136,18 @@ def premium_admission(entries: list[Entry], capacity: int) -> tuple[list[Entry],
     admitted: list[Entry] = []
     for e in waiting:
         e.fixed = True
-        if e.world <= avail:
-            e.target = e.world
-            avail -= e.world
-            admitted.append(e)
-        else:
+        if e.world > avail:
             e.reason = (
                 f"waiting: premium jobs hold {capacity - avail} of {capacity} devices, "
                 f"{avail} left for a {e.world}-device job"
             )
+        elif (hint := fits(e)) is not None and not hint:
+            e.reason = f"waiting: premium jobs leave no room for {e.world} devices together"
+        else:
+            e.hint = hint
+            e.target = e.world
+            avail -= e.world
+            admitted.append(e)
     return running, admitted
 
 

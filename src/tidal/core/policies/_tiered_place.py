@@ -27,8 +27,7 @@ def realize(
     """
     placements: dict[str, Placement] = {}
     used = dict(stopping)
-    growers: list[Entry] = []
-    starters: list[Entry] = []
+    growers: list[Entry] = []  # jobs to grow or start, in priority order
     short: list[Entry] = []  # non-premium entries that may get less than W
     for e in entries:
         target = e.target
@@ -48,13 +47,15 @@ def realize(
             for node, count in kept.parts:
                 used[node] = used.get(node, 0) + count
         elif target and e.tier is not _PREMIUM:
-            starters.append(e)
+            growers.append(e)
     rnd = Round(snapshot, used)
     rnd.placements.update(placements)
     pool = rnd.pool
-    room = _Room(rnd, entries, stopping) if config.migrate else None
+    now = _NowFree(rnd, entries, stopping)
+    room = _Room(rnd, entries, now) if config.migrate else None
     blocked: set[str] = set()  # device types with a premium job left waiting
-    for e in admitted:
+    # Largest first, so small premium jobs do not take the holes big ones need.
+    for e in sorted(admitted, key=lambda e: (-e.world, e.spec.submit_time, e.id)):
         device_type = e.spec.device_type
         if rnd.place(e.view, e.world):
             continue
@@ -73,18 +74,17 @@ def realize(
                 "by jobs that are checkpointing"
             )
     failed: list[Entry] = []
-    for e in growers:
-        if not _grow(rnd, e, e.target):
+    for e in growers:  # in priority order, starters and growers alike
+        if e.held:
+            if not _grow(rnd, e, e.target):
+                failed.append(e)
+        elif not (rnd.place(e.view, e.target) or _place_best(rnd, e, e.target - 1, 1)):
             failed.append(e)
-    for e in starters:
-        if rnd.place(e.view, e.target) or _place_best(rnd, e, e.target - 1, 1):
-            continue
-        failed.append(e)
     if failed:
         short = sorted(short + [e for e in failed if e.target >= e.world], key=_priority)
     if blocked:  # keep what is free for the waiting premium job
         short = [e for e in short if e.spec.device_type not in blocked]
-    _fill(rnd, short, config)
+    _fill(rnd, short, now, config)
     return rnd
 
 
@@ -106,25 +106,62 @@ def _place_best(rnd: Round, e: Entry, most: int, least: int) -> Placement:
 
 
 def _grow(rnd: Round, e: Entry, most: int) -> bool:
-    """Grow a job that keeps its current placement this round: in place on its node if
-    there is room, else onto a fresh compact placement (its old devices stay reserved)."""
+    """Grow a job: one starting this round is simply placed bigger; a running one that
+    keeps its placement this round grows in place on its node if there is room, else onto
+    a fresh compact placement (its old devices stay reserved)."""
     current = rnd.placements.get(e.id)
-    if current is None or current is not e.view.placement:
-        return False  # already moved or shrunk this round
+    if current is None:
+        return False
     have = current.size
     pool = rnd.pool
-    if len(current.parts) == 1:
-        node, count = current.parts[0]
-        free = pool.free_on(node)
-        for size in reversed(e.spec.sizes):
-            if have < size <= most and size - count <= free:
-                pool.take(Placement(((node, size - count),)))
-                rnd.set(e.view, Placement(((node, size),)))
+    if not e.held:  # starting this round: just start it bigger, if it fits
+        rnd.drop(e.view)
+        if _place_best(rnd, e, most, have + 1):
+            return True
+        pool.take(current)
+        rnd.set(e.view, current)
+        return False
+    old = e.view.placement
+    if current is not old:
+        # Shrunk this round after all devices were counted: undo the shrink if its devices
+        # are still free (no action at all is cheaper than a resize). Moved: leave it.
+        if have < old.size <= most and _within(current, old):
+            rest = Placement(tuple((n, c - current.as_dict().get(n, 0)) for n, c in old.parts))
+            if pool.fits(rest):
+                pool.take(rest)
+                rnd.set(e.view, old)
                 return True
-    return bool(_place_best(rnd, e, most, have + 1))
+        return False
+    node = current.parts[0][0] if len(current.parts) == 1 else ""
+    free_here = pool.free_on(node) if node else 0
+    device_type = e.spec.device_type
+    node_cap = pool.fx.max_cap[device_type]
+    for size in reversed(e.spec.sizes):
+        if size > most:
+            continue
+        if size <= have:
+            break
+        if size - have <= free_here:
+            pool.take(Placement(((node, size - have),)))
+            rnd.set(e.view, Placement(((node, size),)))
+            return True
+        if size > node_cap and have % node_cap == 0:
+            # Spanning jobs on whole nodes grow by adding nodes.
+            extra = pool.allocate(size - have, device_type)
+            if extra:
+                rnd.set(e.view, Placement.of(current.parts + extra.parts))
+                return True
+        if rnd.place(e.view, size):
+            return True
+    return False
 
 
-def _fill(rnd: Round, entries: list[Entry], config: TieredConfig) -> None:
+def _within(inner: Placement, outer: Placement) -> bool:
+    have = outer.as_dict()
+    return all(have.get(n, 0) >= c for n, c in inner.parts)
+
+
+def _fill(rnd: Round, entries: list[Entry], now: _NowFree, config: TieredConfig) -> None:
     """Work conservation after fragmentation: let non-premium jobs in priority order keep,
     take or grow into devices that are still free."""
     pool = rnd.pool
@@ -144,8 +181,10 @@ def _fill(rnd: Round, entries: list[Entry], config: TieredConfig) -> None:
             continue
         if current is None:
             if e.held:
-                if e.fixed or not rnd.keep(e.view):
-                    continue  # stopped for premium work, or its devices went to others
+                if e.fixed:
+                    continue  # stopped for premium work: it must not come straight back
+                if not rnd.keep(e.view) and not now.relocate(e, e.held):
+                    continue  # its devices went to others, and there is no room now
             elif not _place_best(rnd, e, e.world, 1):
                 continue
         elif _wanted(e, config) <= have or not _grow(rnd, e, e.world):
@@ -153,21 +192,22 @@ def _fill(rnd: Round, entries: list[Entry], config: TieredConfig) -> None:
         room[device_type] = pool.largest_free(device_type)
 
 
-class _Room:
-    """Defragmentation: move non-premium jobs off nodes so a premium job fits."""
+class _NowFree:
+    """Devices free *before* this round's actions, per node, less what moves took.
+
+    A running job that moves (migrates, or is re-placed after losing its devices) may only
+    move onto these, so that its move can be applied at once: other jobs may be starting on
+    the devices it leaves, and must not wait on a move that itself waits.
+    """
 
     def __init__(self, rnd: Round, entries: list[Entry], stopping: dict[str, int]) -> None:
         self.rnd = rnd
         self.entries = entries
         self.stopping = stopping
-        self.by_id = {e.id: e for e in entries}
-        self._occ: dict[int, dict[str, int]] | None = None
-        self._now_left: list[int] | None = None
+        self._left: list[int] | None = None
 
-    def _free_now(self) -> list[int]:
-        """Per node, devices free *before* this round's actions (what a migration may use
-        without waiting for others to release theirs), less what migrations took."""
-        if self._now_left is None:
+    def left(self) -> list[int]:
+        if self._left is None:
             fx = self.rnd.pool.fx
             left = list(fx.cap)
             index = fx.index
@@ -177,8 +217,38 @@ class _Room:
                 if e.held:
                     for node, count in e.view.placement.parts:
                         left[index[node]] -= count
-            self._now_left = left
-        return self._now_left
+            self._left = left
+        return self._left
+
+    def relocate(self, e: Entry, most: int) -> Placement:
+        """Place a running job afresh, at most ``most`` devices, on devices free now."""
+        rnd = self.rnd
+        pool = rnd.pool
+        fx = pool.fx
+        left = self.left()
+        blocks: list[Placement] = []
+        for j in pool.nodes_of(e.spec.device_type):
+            releasing = pool.free[j] - max(0, left[j])
+            if releasing > 0:
+                block = Placement(((fx.names[j], releasing),))
+                pool.take(block)
+                blocks.append(block)
+        placement = _place_best(rnd, e, most, 1)
+        for block in blocks:
+            pool.give(block)
+        for node, count in placement.parts:
+            left[fx.index[node]] -= count
+        return placement
+
+
+class _Room:
+    """Defragmentation: move non-premium jobs off nodes so a premium job fits."""
+
+    def __init__(self, rnd: Round, entries: list[Entry], now: _NowFree) -> None:
+        self.rnd = rnd
+        self.now = now
+        self.by_id = {e.id: e for e in entries}
+        self._occ: dict[int, dict[str, int]] | None = None
 
     def _occupancy(self) -> dict[int, dict[str, int]]:
         """Node index -> non-premium job id -> devices there, as targeted so far."""
@@ -217,7 +287,7 @@ class _Room:
                 if cap[i] == node_cap and free[i] + movable.get(i, 0) == cap[i]
             )
             if len(full) < whole:
-                return False
+                return self._make_at_hint(premium, movable)
             chosen = [(i, cap[i] - free[i]) for _, i in full[:whole]]
         if rest:
             taken = {i for i, _ in chosen}
@@ -232,10 +302,30 @@ class _Room:
                 if best is None or cand < best:
                     best = cand
             if best is None:
-                return False
+                return self._make_at_hint(premium, movable)
             chosen.append((best[1], best[0]))
         self._clear(chosen, premium)
         return bool(self.rnd.place(premium.view, size))
+
+    def _make_at_hint(self, premium: Entry, movable: dict[int, int]) -> bool:
+        """Clear the nodes where the job fits beside premium work (its ``hint``)."""
+        hint = premium.hint
+        if not hint:
+            return False
+        pool = self.rnd.pool
+        index = pool.fx.index
+        chosen: list[tuple[int, int]] = []
+        for node, count in hint.parts:
+            i = index[node]
+            if pool.free[i] + movable.get(i, 0) < count:
+                return False
+            chosen.append((i, max(0, count - pool.free[i])))
+        self._clear(chosen, premium)
+        if not pool.fits(hint):
+            return False
+        pool.take(hint)
+        self.rnd.set(premium.view, hint)
+        return True
 
     def _clear(self, chosen: list[tuple[int, int]], premium: Entry) -> None:
         """Move jobs off the chosen nodes until each has the devices needed free."""
@@ -248,7 +338,7 @@ class _Room:
         blocks = [Placement(((fx.names[i], pool.free[i]),)) for i, _ in chosen if pool.free[i]]
         for block in blocks:
             pool.take(block)
-        now_left = self._free_now()
+        now_left = self.now.left()
         chosen_nodes = {i for i, _ in chosen}
         for j in pool.nodes_of(fx.types[chosen[0][0]]):
             releasing = pool.free[j] - max(0, now_left[j])

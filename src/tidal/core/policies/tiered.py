@@ -7,7 +7,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from tidal.core.errors import SpecError
-from tidal.core.packing import fleet_index
+from tidal.core.packing import FreePool, fleet_index
+from tidal.core.placement import Placement
 from tidal.core.plan import Plan
 from tidal.core.policies._common import Round, split_jobs
 from tidal.core.policies._tiered_alloc import (
@@ -120,6 +121,21 @@ class TieredPolicy:
         for name, count in stopping.items():
             t = fx.types[fx.index[name]]
             releasing[t] = releasing.get(t, 0) + count
+        premium_pool: list[FreePool] = []
+
+        def room_for_premium(e: Entry) -> Placement | None:
+            """Where ``e`` fits compactly once only premium jobs hold devices."""
+            if e.world == 1:
+                return None  # the device count check suffices
+            if not premium_pool:
+                used: dict[str, int] = {}
+                for view in running:
+                    if view.spec.tier is _PREMIUM:
+                        for node, count in view.placement.parts:
+                            used[node] = used.get(node, 0) + count
+                premium_pool.append(FreePool(snapshot.fleet, used))
+            return premium_pool[0].allocate(e.world, e.spec.device_type)
+
         groups: dict[str, list[Entry]] = {}
         for view in running:
             groups.setdefault(view.spec.device_type, []).append(Entry(view))
@@ -133,7 +149,7 @@ class TieredPolicy:
             group = groups[device_type]
             total = capacity.get(device_type, 0)  # devices being released included
             soon = releasing.get(device_type, 0)
-            premium_running, admitted = premium_admission(group, total)
+            premium_running, admitted = premium_admission(group, total, room_for_premium)
             others = [e for e in group if e.tier is not _PREMIUM]
             premium_held = sum(e.held for e in premium_running)
             wanted = sum(e.world for e in admitted)

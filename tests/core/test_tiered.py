@@ -1,0 +1,379 @@
+"""``tiered``: one table-driven test per rule."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.core.helpers import NOW, actions, check, running, sizes, snap, spec, waiting
+from tidal.core import (
+    ClusterSnapshot,
+    JobState,
+    Migrate,
+    Placement,
+    Plan,
+    Resize,
+    Start,
+    Stop,
+    make_policy,
+)
+from tidal.core.policies.tiered import TieredPolicy
+
+OLD = NOW - 10_000  # placed long ago: past any minimum hold time
+RECENT = NOW - 10  # placed just now: inside the minimum hold time
+
+
+def tiered(**options: object) -> TieredPolicy:
+    policy = make_policy("tiered", **options)
+    assert isinstance(policy, TieredPolicy)
+    return policy
+
+
+def test_premium_starts_at_once_on_free_devices() -> None:
+    s = snap([waiting(spec("p", "premium", 4)), running(spec("b", "basic", 2), {"n0": 2})])
+    plan = check(tiered(), s)
+    assert plan.target("p").size == 4 and plan.target("b").size == 2
+
+
+@pytest.mark.parametrize(
+    ("jobs", "premium_world", "expected", "reason_of"),
+    [
+        # Basic jobs give way before standard ones.
+        (
+            [("std", "standard", 4, 4), ("bas", "basic", 4, 4)],
+            4,
+            {"std": 4, "bas": 0},
+            "bas",
+        ),
+        # Shrink an elastic victim before stopping anyone.
+        (
+            [("el", "basic", 4, 4), ("rigid", "basic", 4, 4)],
+            2,
+            {"el": 2, "rigid": 4},
+            "el",
+        ),
+        # Standard jobs are taken from only when basic ones are not enough.
+        (
+            [("std", "standard", 4, 4), ("bas", "basic", 2, 2), ("bas2", "basic", 2, 2)],
+            6,
+            {"std": 2, "bas": 0, "bas2": 0},
+            "std",
+        ),
+    ],
+)
+def test_premium_takes_basic_first_and_shrinks_before_stopping(
+    jobs: list[tuple[str, str, int, int]],
+    premium_world: int,
+    expected: dict[str, int],
+    reason_of: str,
+) -> None:
+    views = []
+    for name, tier, world, held in jobs:
+        min_devices = world if name == "rigid" else 1
+        s_ = spec(name, tier, world, min_devices=min_devices)
+        views.append(running(s_, {"n0": held}, placed_at=RECENT))  # pins do not stop premium
+    views.append(waiting(spec("p", "premium", premium_world)))
+    s = snap(views)
+    plan = check(tiered(), s)
+    got = sizes(plan, s)
+    assert got["p"] == premium_world
+    for name, size in expected.items():
+        assert got[name] == size, (name, got)
+    assert "for premium job p" in plan.reasons[reason_of]
+
+
+def test_premium_is_never_preempted_shrunk_or_moved() -> None:
+    rng = random.Random(3)
+    policy = tiered()
+    for trial in range(60):
+        s = random_snapshot(rng, trial)
+        plan = check(policy, s)
+        for act in plan.diff(s):
+            view = s.job(act.job_id)
+            if view.spec.tier.value == "premium":
+                assert isinstance(act, Start), act
+
+
+def test_premium_waits_rather_than_taking_premium_devices() -> None:
+    s = snap(
+        [running(spec("p1", "premium", 8), {"n0": 8}), waiting(spec("p2", "premium", 4))],
+        per_node=8,
+    )
+    plan = check(tiered(), s)
+    assert plan.target("p1") == Placement.of({"n0": 8}) and not plan.target("p2")
+    assert plan.reasons["p2"].startswith("waiting: premium jobs hold 8 of 8")
+
+
+@pytest.mark.parametrize(
+    ("premium_duration", "victim_placed", "killed"),
+    [
+        (60.0, NOW - 30, True),  # short premium job, victim barely started: kill it
+        (60.0, NOW - 5000, False),  # the victim would lose too much: checkpoint it
+        (50_000.0, NOW - 30, False),  # long premium job: a checkpoint's delay is harmless
+    ],
+)
+def test_kill_or_checkpoint_the_victim(
+    premium_duration: float, victim_placed: float, killed: bool
+) -> None:
+    s = snap(
+        [
+            running(spec("v", "basic", 8), {"n0": 8}, placed_at=victim_placed),
+            waiting(spec("p", "premium", 8, duration=premium_duration)),
+        ]
+    )
+    plan = check(tiered(), s)
+    (stop, start) = plan.diff(s)
+    assert isinstance(stop, Stop) and stop.checkpoint is not killed
+    assert isinstance(start, Start) and start.job_id == "p"
+
+
+def test_migration_lets_a_fragmented_premium_job_start() -> None:
+    # 8 devices free in total, but 4 on each node: move the basic job to make a whole node.
+    s = snap(
+        [
+            running(spec("x", "basic", 4, min_devices=4), {"n0": 4}, placed_at=RECENT),
+            running(spec("y", "standard", 4, min_devices=4), {"n1": 4}, placed_at=RECENT),
+            running(spec("z", "premium", 8), {"n2": 8}),
+            waiting(spec("p", "premium", 8)),
+        ],
+        nodes=3,
+    )
+    plan = check(tiered(), s)
+    acts = plan.diff(s)
+    assert ("Migrate", "x") in actions(plan, s) or ("Migrate", "y") in actions(plan, s)
+    (moved,) = [a for a in acts if isinstance(a, Migrate)]
+    start = [a for a in acts if isinstance(a, Start)]
+    assert start and start[0].job_id == "p" and start[0].placement.size == 8
+    assert moved.old.nodes == start[0].placement.nodes  # it cleared the premium job's node
+    assert "make room for premium job p" in plan.reasons[moved.job_id]
+    assert plan.target("z") == Placement.of({"n2": 8})
+    # Without migration the premium job would wait, and say why.
+    plan = check(tiered(migrate=False), s)
+    assert not plan.target("p") and "fragmented" in plan.reasons["p"]
+
+
+@pytest.mark.parametrize(
+    ("quotas", "a_jobs", "b_jobs", "a_placed", "expected"),
+    [
+        # B is idle: A borrows the whole node.
+        ({"a": 4, "b": 4}, 8, 0, OLD, {"a": 8, "b": 0}),
+        # B comes back: A's borrowed devices are reclaimed.
+        ({"a": 4, "b": 4}, 8, 4, OLD, {"a": 4, "b": 4}),
+        # ...but not while A's jobs are inside their minimum hold time.
+        ({"a": 4, "b": 4}, 8, 4, RECENT, {"a": 8, "b": 0}),
+        # Unequal quotas.
+        ({"a": 6, "b": 2}, 8, 8, OLD, {"a": 6, "b": 2}),
+        # No quotas: fair shares among tenants with standard jobs.
+        ({}, 8, 8, OLD, {"a": 4, "b": 4}),
+        ({}, 8, 2, OLD, {"a": 6, "b": 2}),
+    ],
+)
+def test_quotas_borrowing_and_reclaim(
+    quotas: dict[str, int], a_jobs: int, b_jobs: int, a_placed: float, expected: dict[str, int]
+) -> None:
+    jobs = [
+        running(spec(f"a{i}", tenant="a", submit=i), {"n0": 1}, placed_at=a_placed)
+        for i in range(a_jobs)
+    ]
+    jobs += [waiting(spec(f"b{i}", tenant="b", submit=100 + i)) for i in range(b_jobs)]
+    s = snap(jobs, quotas=quotas)
+    plan = check(tiered(), s)
+    got = {"a": 0, "b": 0}
+    for view in s.jobs:
+        got[view.spec.tenant] += plan.target(view.id).size
+    assert got == expected
+    for view in s.jobs:
+        if view.spec.tenant == "b" and not plan.target(view.id):
+            assert plan.reasons[view.id].startswith("waiting")
+
+
+def test_basic_runs_only_on_what_is_left() -> None:
+    jobs = [running(spec(f"s{i}"), {"n0": 1}, placed_at=OLD) for i in range(6)]
+    jobs += [running(spec(f"b{i}", "basic"), {"n0": 1}, placed_at=OLD) for i in range(2)]
+    jobs += [waiting(spec("s-new", submit=50))]
+    s = snap(jobs)
+    plan = check(tiered(), s)
+    assert plan.target("s-new").size == 1
+    assert sum(plan.target(f"b{i}").size for i in range(2)) == 1  # one basic job gave way
+
+
+@pytest.mark.parametrize(
+    ("placed_at", "premium", "preempted"),
+    [
+        (RECENT, False, False),  # inside min_hold: keeps its devices
+        (OLD, False, True),  # past it: a job with less service takes over (LAS)
+        (RECENT, True, True),  # premium work overrides the hold
+    ],
+)
+def test_min_hold_prevents_thrashing(placed_at: float, premium: bool, preempted: bool) -> None:
+    old = running(spec("old", world=8, min_devices=8), {"n0": 8}, placed_at=placed_at)
+    old = type(old)(old.spec, old.state, old.placement, 0.0, 1e7, old.placed_at)  # much service
+    new = waiting(spec("new", "premium" if premium else "standard", 8, submit=10))
+    s = snap([old, new])
+    plan = check(tiered(), s)
+    assert (not plan.target("old")) is preempted
+    assert bool(plan.target("new")) is preempted
+
+
+def test_las_order_within_a_tier() -> None:
+    """Least attained service first; among equals, first come first served."""
+    fresh = waiting(spec("fresh", submit=500))
+    served = waiting(spec("served", submit=1), attained=1e6, state=JobState.PREEMPTED)
+    first = waiting(spec("first", submit=2))
+    s = snap(
+        [
+            running(spec("r", world=7, min_devices=7), {"n0": 7}, placed_at=RECENT),
+            fresh,
+            served,
+            first,
+        ]
+    )
+    plan = check(tiered(), s)
+    assert [j for j in ("fresh", "served", "first") if plan.target(j)] == ["first"]
+
+
+def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:
+    """Per node, devices free now that the plan leaves unassigned.
+
+    New placements may reuse devices that stopped or shrunk jobs release (their start just
+    waits for the release), but not those a *moving* job leaves: it holds them while it
+    checkpoints, and ``tiered`` keeps them out of the round on purpose.
+    """
+    held = {n.name: 0 for n in s.fleet.nodes}
+    new = dict.fromkeys(held, 0)
+    released = dict.fromkeys(held, 0)
+    for view in s.jobs:
+        current = view.placement.as_dict() if view.state.holds_devices else {}
+        target = {} if view.state is JobState.STOPPING else plan.target(view.id).as_dict()
+        moving = bool(target) and any(c > current.get(n, 0) for n, c in target.items())
+        for node in set(target) | set(current):
+            held[node] += current.get(node, 0)
+            new[node] += max(0, target.get(node, 0) - current.get(node, 0))
+            if not moving:
+                released[node] += max(0, current.get(node, 0) - target.get(node, 0))
+    return {
+        n.name: n.devices - held[n.name] - max(0, new[n.name] - released[n.name])
+        for n in s.fleet.nodes
+    }
+
+
+def assert_work_conserving(plan: Plan, s: ClusterSnapshot) -> None:
+    idle = idle_devices(plan, s)
+    for view in s.jobs:
+        if view.state is JobState.STOPPING or "premium job" in plan.reasons.get(view.id, ""):
+            continue
+        target = plan.target(view.id)
+        have = target.size
+        bigger = [p for p in view.spec.sizes if p > have]
+        if not bigger:
+            continue
+        if have and len(target.parts) == 1:
+            ((node, _),) = target.parts
+            in_place = idle[node] >= bigger[0] - have
+        else:
+            in_place = False
+        elsewhere = any(free >= bigger[0] for free in idle.values())
+        assert not (in_place or elsewhere), (view.id, have, idle, plan.reasons.get(view.id))
+
+
+@pytest.mark.parametrize(
+    "jobs",
+    [
+        # An elastic job grows into free devices.
+        [running(spec("e", world=8), {"n0": 4}, placed_at=OLD)],
+        # Waiting jobs start at a smaller allowed size rather than leave devices idle.
+        [running(spec("r", world=6, min_devices=6), {"n0": 6}), waiting(spec("w", world=8))],
+        # Basic jobs soak up what standard ones leave.
+        [running(spec("s", world=2, min_devices=2), {"n0": 2}), waiting(spec("b", "basic", 6))],
+    ],
+)
+def test_work_conservation(jobs: list[object]) -> None:
+    s = snap(jobs)  # type: ignore[arg-type]
+    plan = check(tiered(), s)
+    assert_work_conserving(plan, s)
+    assert sum(plan.target(v.id).size for v in s.jobs) == 8
+
+
+def test_work_conservation_on_random_fleets() -> None:
+    rng = random.Random(11)
+    policy = tiered()
+    for trial in range(60):
+        s = random_snapshot(rng, trial, stopping=False)
+        assert_work_conserving(check(policy, s), s)
+
+
+def test_a_job_near_its_end_is_not_resized_to_grow() -> None:
+    short = running(spec("e", world=8, duration=100.0), {"n0": 4}, placed_at=OLD)
+    plan = check(tiered(), snap([short]))
+    assert plan.target("e").size == 4
+    assert plan.reasons["e"] == "running on 4 of 8 devices: no more free"
+
+
+def test_shrunk_reason_names_the_premium_job() -> None:
+    s = snap([running(spec("e", world=8), {"n0": 8}), waiting(spec("j-17", "premium", 4))])
+    plan = check(tiered(), s)
+    assert plan.reasons["e"] == "shrunk 8→4 for premium job j-17"
+    (resize, start) = plan.diff(s)
+    assert isinstance(resize, Resize) and resize.new.size == 4
+    assert isinstance(start, Start)
+
+
+def test_stopping_jobs_keep_their_devices_and_premium_waits_for_them() -> None:
+    s = snap(
+        [
+            running(spec("leaving", "basic", 8), {"n0": 8}, state=JobState.STOPPING),
+            waiting(spec("p", "premium", 8)),
+            waiting(spec("b", "basic", 1)),
+        ]
+    )
+    plan = check(tiered(), s)
+    assert not plan.target("p") and not plan.target("b")
+    assert "being released" in plan.reasons["p"]
+
+
+def test_parameters_are_validated() -> None:
+    with pytest.raises(ValueError, match="min_hold must be >= 0 seconds, got -1"):
+        TieredPolicy(min_hold=-1)
+    with pytest.raises(ValueError, match="increasing"):
+        TieredPolicy(las_thresholds=(100.0, 10.0))
+    with pytest.raises(ValueError, match="tick must be > 0"):
+        TieredPolicy(tick=0)
+
+
+def random_snapshot(rng: random.Random, seed: int, stopping: bool = True) -> ClusterSnapshot:
+    """A busy random fleet: every tier, elastic and rigid jobs, pins, a few stopping."""
+    from tidal.core import Fleet
+    from tidal.core.packing import FreePool
+
+    fleet = Fleet.uniform(rng.randint(2, 6), 8)
+    pool = FreePool(fleet)
+    jobs = []
+    for k in range(rng.randint(3, 30)):
+        tier = rng.choice(["premium", "standard", "standard", "basic"])
+        world = rng.choice([1, 1, 2, 4, 8, 16])
+        s_ = spec(
+            f"j{k}",
+            tier,
+            world,
+            submit=rng.uniform(0, NOW),
+            tenant=rng.choice("abc"),
+            min_devices=rng.choice([1, world]),
+        )
+        size = rng.choice(s_.sizes) if rng.random() < 0.7 else 0
+        placement = pool.allocate(size, "gpu") if size else Placement()
+        if placement:
+            state = JobState.STOPPING if stopping and rng.random() < 0.1 else JobState.RUNNING
+            jobs.append(
+                running(
+                    s_,
+                    placement.as_dict(),
+                    placed_at=rng.choice([OLD, RECENT]),
+                    attained=rng.uniform(0, 1e5),
+                    state=state,
+                )
+            )
+        else:
+            jobs.append(waiting(s_, attained=rng.choice([0.0, rng.uniform(0, 1e5)])))
+    quotas = {"a": 8, "b": 4} if seed % 2 else {}
+    return snap(jobs, fleet=fleet, quotas=quotas)
