@@ -67,16 +67,35 @@ class BackfillPolicy:
                 continue
             if now + view.remaining / world <= shadow or future is None:
                 continue  # done before the head's reservation starts
-            if future.fits(placement):
+            if not future.fits(placement):
+                rnd.drop(view)
+                placement = self._place_beside(rnd, future, view)
+            if placement:
                 future.take(placement)  # still running at the shadow time, on spare devices
                 continue
-            rnd.drop(view)
             rnd.reasons[view.id] = (
                 f"waiting: would delay the reservation of {head.id} at t={shadow:.0f}"
             )
         plan = rnd.plan()
         log_round(self.name, snapshot, plan)
         return plan
+
+    @staticmethod
+    def _place_beside(rnd: Round, future: FreePool, view: JobView) -> Placement:
+        """Place ``view`` now only on devices the reservation leaves spare."""
+        pool = rnd.pool
+        fx = pool.fx
+        blocks = []
+        for i in pool.nodes_of(view.spec.device_type):
+            extra = pool.free[i] - future.free[i]
+            if extra > 0:
+                block = Placement(((fx.names[i], extra),))
+                pool.take(block)
+                blocks.append(block)
+        placement = rnd.place(view, view.spec.world)
+        for block in blocks:
+            pool.give(block)
+        return placement
 
     @staticmethod
     def _reserve(

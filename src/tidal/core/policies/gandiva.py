@@ -18,8 +18,8 @@ class GandivaPolicy:
     cluster is time-sliced: a running job keeps its devices for one ``quantum`` after it
     (re)started; once its quantum has expired it yields to jobs that have waited longer, in
     round-robin order of the time each became ready (a waiting job: its submission or last
-    stop; a running job: the end of its quantum). Suspension checkpoints, so no progress is
-    lost. Tier-blind and not elastic.
+    stop), then the running jobs whose quantum is over, by when it ended. Suspension
+    checkpoints, so no progress is lost. Tier-blind and not elastic.
 
     Gandiva slices every 60 s because its suspend/resume takes about a hundred
     milliseconds. In the simulator a suspension costs a checkpoint and a restart (about
@@ -46,7 +46,7 @@ class GandivaPolicy:
             expires = placed + self.quantum
             if expires > now:
                 return (0, placed, view.id)  # inside its quantum: keeps its devices
-            return (1, expires, view.id)
+            return (2, expires, view.id)  # quantum over: back of the queue, behind waiters
         stopped = view.last_checkpoint_at
         ready = view.spec.submit_time if stopped is None else max(stopped, view.spec.submit_time)
         return (1, ready, view.id)
