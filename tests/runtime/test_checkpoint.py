@@ -316,7 +316,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> N
 def test_sigkill_mid_write_leaves_previous_checkpoint(
     tmp_path: Path, kill_when: str, pause_at: str
 ) -> None:
-    big = 8_000_000  # 32 MB of shared state, so the first case dies mid-file
+    big = 4_000_000  # 16 MB of shared state, so the first case dies mid-file
     proc = _spawn("sync", tmp_path, 0, 1, 2, "1,2", big, pause_at)
     _wait_for(tmp_path / kill_when, proc)
     proc.send_signal(signal.SIGKILL)

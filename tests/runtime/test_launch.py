@@ -1,0 +1,307 @@
+"""``tidal run``: validation, exit statuses, status.json, and SIGTERM reaching every worker.
+
+These start the real launcher (``python -m tidal.cli run ...`` through the installed
+``tidal`` entry point), which starts torchrun, which starts the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tidal.cli import app
+from tidal.runtime.launch import EXIT_PREEMPTED, LaunchError, LaunchSpec, torchrun_command
+
+REPO = Path(__file__).resolve().parents[2]
+DIGITS = REPO / "examples" / "train_digits.py"
+TIDAL = [sys.executable, "-c", "from tidal.cli import main; main()"]
+
+
+def _status(directory: Path) -> dict[str, Any]:
+    try:
+        return json.loads((directory / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _start(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen(
+        [*TIDAL, "run", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        cwd=REPO,
+    )
+
+
+def _wait_until(pred: Any, proc: subprocess.Popen[str], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"launcher exited ({proc.returncode}) before {what}:\n{out}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by a dead parent) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- validation (in process)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--world", "4", "--workers", "3"], "--workers 3 does not divide --world 4"),
+        (["--world", "0"], "--world must be an integer >= 1, got 0"),
+        (["--world", "2", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["--world", "2", "--checkpoint-every-s", "0"], "--checkpoint-every-s must be > 0"),
+        (["--world", "2", "--checkpoint-every-steps", "0"], "--checkpoint-every-steps must be"),
+    ],
+)
+def test_cli_validation_names_the_bad_value(tmp_path: Path, args: list[str], message: str) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("")
+    result = CliRunner().invoke(
+        app, ["run", str(script), "--checkpoint-dir", str(tmp_path / "d"), *args]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_cli_rejects_a_missing_script(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.py"
+    result = CliRunner().invoke(
+        app, ["run", str(missing), "--world", "2", "--checkpoint-dir", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 2
+    assert f"script {missing} does not exist" in result.output
+    assert not (tmp_path / "d").exists(), "nothing is created for an invalid launch"
+
+
+def test_torchrun_command_and_environment(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("")
+    spec = LaunchSpec(
+        script=script,
+        world=8,
+        workers=4,
+        checkpoint_dir=tmp_path / "ck",
+        script_args=("--lr", "0.1"),
+        checkpoint_every_steps=50,
+        checkpoint_every_s=30.0,
+        job_id="j-1",
+        stop_timeout_s=120,
+    )
+    cmd = torchrun_command(spec, python="py")
+    assert cmd[:3] == ["py", "-m", "torch.distributed.run"]
+    assert "--standalone" in cmd and cmd[cmd.index("--nproc-per-node") + 1] == "4"
+    assert cmd[cmd.index("--shutdown-timeout") + 1] == "120"
+    assert cmd[-3:] == [str(script), "--lr", "0.1"]
+    from tidal.runtime.launch import worker_env
+
+    env = worker_env(spec, {"PATH": "/bin"})
+    assert env["TIDAL_WORLD"] == "8"
+    assert env["TIDAL_CHECKPOINT_DIR"] == str(tmp_path / "ck")
+    assert env["TIDAL_CHECKPOINT_EVERY_STEPS"] == "50"
+    assert float(env["TIDAL_CHECKPOINT_EVERY_S"]) == 30.0
+    assert env["TIDAL_JOB_ID"] == "j-1" and env["PATH"] == "/bin"
+    with pytest.raises(LaunchError, match="--stop-timeout must be > 0 seconds, got 0"):
+        LaunchSpec(script=script, world=1, workers=1, checkpoint_dir=tmp_path, stop_timeout_s=0)
+
+
+# ---------------------------------------------------------------- outcomes (real processes)
+
+_FAKE_RUNTIME = """
+import json, os, signal, sys, time
+from pathlib import Path
+d = Path(os.environ["TIDAL_CHECKPOINT_DIR"])
+rank = int(os.environ["RANK"])
+(d / f"pid-{rank}").write_text(str(os.getpid()))
+def status(state, step):
+    if rank == 0:
+        tmp = d / ".s.tmp"
+        tmp.write_text(json.dumps({"state": state, "step": step, "epoch": 0,
+            "world": int(os.environ["TIDAL_WORLD"]), "workers": int(os.environ["WORLD_SIZE"])}))
+        os.replace(tmp, d / "status.json")
+"""
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "job.py"
+    path.write_text(_FAKE_RUNTIME + textwrap.dedent(body))
+    return path
+
+
+def test_crash_without_final_state_is_failed(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        status("running", 3)
+        if rank == 1:
+            sys.exit(3)
+        time.sleep(60)
+        """,
+    )
+    d = tmp_path / "ck"
+    rc, out = _finish(_start(script, "--world", "2", "--workers", "2", "--checkpoint-dir", d))
+    assert rc not in (0, EXIT_PREEMPTED), out
+    assert _status(d)["state"] == "failed", out
+    assert _status(d)["step"] == 3, "the launcher keeps the last progress it saw"
+
+
+def test_clean_exit_without_a_runtime_is_success(tmp_path: Path) -> None:
+    script = _script(tmp_path, "print('ARGS', sys.argv[1:])\n")
+    d = tmp_path / "ck"
+    rc, out = _finish(
+        _start(script, "--world", "1", "--checkpoint-dir", d, "--no-progress", "--", "--x", "1")
+    )
+    assert rc == 0, out
+    assert "ARGS ['--x', '1']" in out
+    assert _status(d)["state"] == "succeeded"
+
+
+def test_stop_before_training_started_kills_at_once(tmp_path: Path) -> None:
+    script = _script(tmp_path, "time.sleep(120)\n")  # never reports "running"
+    d = tmp_path / "ck"
+    proc = _start(script, "--world", "2", "--workers", "2", "--checkpoint-dir", d)
+    _wait_until(lambda: (d / "pid-1").exists() and (d / "pid-0").exists(), proc, 60, "workers")
+    pids = [int((d / f"pid-{r}").read_text()) for r in (0, 1)]
+
+    # While it runs, a second launch on the same directory is refused.
+    rc, out = _finish(_start(script, "--world", "2", "--checkpoint-dir", d), timeout=60)
+    assert rc == 2 and "is in use by another `tidal run`" in out, out
+
+    proc.send_signal(signal.SIGTERM)
+    rc, out = _finish(proc, timeout=30)
+    assert rc == EXIT_PREEMPTED, out
+    assert _status(d)["state"] == "preempted"
+    time.sleep(0.5)
+    assert not any(_alive(p) for p in pids), "workers must not outlive the launcher"
+
+
+def test_second_signal_kills_workers_that_ignore_sigterm(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        signal.signal(signal.SIGTERM, lambda *a: (d / f"got-{rank}").write_text("1"))
+        status("running", 7)
+        while True:
+            time.sleep(0.1)
+        """,
+    )
+    d = tmp_path / "ck"
+    proc = _start(script, "--world", "4", "--workers", "2", "--checkpoint-dir", d)
+    _wait_until(lambda: _status(d).get("state") == "running", proc, 60, "running")
+    _wait_until(lambda: (d / "pid-1").exists(), proc, 60, "worker 1")
+    pids = [int((d / f"pid-{r}").read_text()) for r in (0, 1)]
+    proc.send_signal(signal.SIGINT)  # Ctrl-C is relayed as SIGTERM to every worker
+    _wait_until(lambda: all((d / f"got-{r}").exists() for r in (0, 1)), proc, 30, "SIGTERM")
+    assert proc.poll() is None, "one signal must not kill workers that are checkpointing"
+    proc.send_signal(signal.SIGTERM)
+    rc, out = _finish(proc, timeout=30)
+    assert rc == EXIT_PREEMPTED, out  # resumable from the last committed checkpoint
+    time.sleep(0.5)
+    assert not any(_alive(p) for p in pids)
+
+
+# ---------------------------------------------------------------- the real runtime
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DIGITS.exists(), reason="examples/train_digits.py not present")
+def test_sigterm_preempts_and_rerun_with_other_p_resumes_bitwise(tmp_path: Path) -> None:
+    d = tmp_path / "ck"
+    common = ["--world", "4", "--checkpoint-dir", d]
+    train = ["--", "--epochs", "1", "--batch-size", "16"]
+
+    proc = _start(DIGITS, *common, "--workers", "2", *train, "--step-delay", "0.05")
+    _wait_until(lambda: _status(d).get("step", 0) >= 3, proc, 120, "step 3")
+    proc.send_signal(signal.SIGTERM)
+    rc, out = _finish(proc)
+    assert rc == EXIT_PREEMPTED, out
+    status = _status(d)
+    assert status["state"] == "preempted"
+    stopped_at = status["last_checkpoint_step"]
+    assert stopped_at is not None and stopped_at == status["step"] >= 3
+    assert (d / f"ckpt-{stopped_at:08d}" / "manifest.json").exists()
+
+    resumed = tmp_path / "resumed.pt"
+    rc, out = _finish(_start(DIGITS, *common, "--workers", "1", *train, "--out", resumed))
+    assert rc == 0, out
+    status = _status(d)
+    assert status["state"] == "succeeded" and status["workers"] == 1 and status["world"] == 4
+    assert "resumed" in out and f"step {stopped_at}" in out, out
+
+    # Reference: the same job, uninterrupted, as one plain process (no launcher needed).
+    reference = tmp_path / "reference.pt"
+    ref = subprocess.run(
+        [sys.executable, DIGITS, *train[1:], "--out", reference],
+        env={**os.environ, "TIDAL_WORLD": "4", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ref.returncode == 0, ref.stderr
+    a = torch.load(resumed, weights_only=True)
+    b = torch.load(reference, weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+_RAISES = """
+import torch, tidal
+from torch.utils.data import DataLoader, TensorDataset
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+loader = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=4)
+model, opt, loader = tidal.prepare(model, opt, loader)
+for epoch in tidal.epochs(2):
+    for i, (x, y) in enumerate(loader):
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        if i == 2:
+            raise RuntimeError("boom in the user's loop")
+"""
+
+
+def test_script_that_raises_is_failed(tmp_path: Path) -> None:
+    script = tmp_path / "raises.py"
+    script.write_text(_RAISES)
+    d = tmp_path / "ck"
+    rc, out = _finish(_start(script, "--world", "2", "--workers", "1", "--checkpoint-dir", d))
+    assert rc not in (0, EXIT_PREEMPTED), out
+    assert "boom in the user's loop" in out
+    assert _status(d)["state"] == "failed", out
