@@ -354,7 +354,7 @@ def _flip_bytes(path: Path, offset_fraction: float = 0.5) -> None:
         "ranks/rank-00001.pt",
         "manifest.json",
         "<truncate ranks/rank-00000.pt>",
-        "<delete shared/__0_1.distcp>",
+        "<delete shared/__0_0.distcp>",
     ],
 )
 def test_corrupted_checkpoint_is_detected_and_skipped(

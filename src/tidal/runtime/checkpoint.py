@@ -155,6 +155,12 @@ class CheckpointManager:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidal-ckpt")
         self._pending = self._pool.submit(self._write, job)
 
+    @property
+    def saving(self) -> bool:
+        """Whether an asynchronous save is still being written (or its error not yet seen)."""
+        pending = self._pending
+        return pending is not None and not pending.done()
+
     def wait(self) -> None:
         """Block until the outstanding asynchronous save is done; re-raise its error."""
         pending, self._pending = self._pending, None
@@ -265,10 +271,10 @@ class CheckpointManager:
         shared_dir = tmp / cio.SHARED_DIR
         if shared_dir.exists():  # a previous failed attempt in this process
             cio.remove_tree(shared_dir)
-        state.save_shared(shared, shared_dir, threads=self._io_threads)
+        written = state.save_shared(shared, shared_dir)
         self._phase("shared-written")
         cio.fsync_dir(shared_dir)
-        digests = cio.digest_files(tmp, cio.files_under(tmp, cio.SHARED_DIR), self._io_threads)
+        digests = {f"{cio.SHARED_DIR}/{name}": d for name, d in written.items()}
         digests[cio.SHARED_STRUCTURE] = cio.digest_bytes(structure)
         return digests
 
