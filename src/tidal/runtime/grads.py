@@ -156,8 +156,8 @@ class GradSplicer:
             elif g.is_sparse:
                 raise SplicingError("sparse gradients are not supported by replica splicing")
             leaf.append(g)
-        if self._world > 1:
-            torch._foreach_mul_(leaf, 1.0 / self._world)
+        if self._world > 1 and self._k > 1:
+            torch._foreach_mul_(leaf, 1.0 / self._world)  # as DDP: each rank's share, then sum
         if not micro.final:
             for p in self._params:
                 p.grad = None
@@ -168,7 +168,9 @@ class GradSplicer:
     def _reduce(self) -> None:
         stop, ckpt = self._votes()
         flags = torch.tensor([float(stop), float(ckpt)])
-        total, summed = self._cross.reduce(self._stack.drain(), flags)
+        # one rank per worker: the 1/W is fused into the copy made for the transfer
+        scale = 1.0 / self._world if self._world > 1 and self._k == 1 else None
+        total, summed = self._cross.reduce(self._stack.drain(), flags, scale)
         for p, g in zip(self._params, total, strict=True):
             p.grad = g
         votes = [round(v) for v in summed.float().tolist()]

@@ -9,8 +9,8 @@ contributes (used to agree on stopping and checkpointing without an extra collec
 Strategies:
 
 * :class:`LocalReduce` — one worker (P = 1): the tree is finished locally.
-* :class:`DoublingReduce` — ordered, W a power of two: recursive doubling across workers;
-  ``log2 P`` exchanges of the whole gradient with one partner each.
+* :class:`HalvingReduce` — ordered, W a power of two: recursive halving then doubling
+  across workers (each worker's block is one subtree); ring-like traffic.
 * :class:`GatherReduce` — ordered, W not a power of two: every worker all-gathers every
   frontier node and finishes the tree locally (more traffic; correct for any W).
 * :class:`NativeReduce` — the backend's all-reduce (``TIDAL_REDUCE=native``).
@@ -30,9 +30,9 @@ from tidal.runtime.tree import Node, combine, frontier, is_power_of_two
 
 __all__ = [
     "CrossWorker",
-    "DoublingReduce",
     "GatherReduce",
     "GradSet",
+    "HalvingReduce",
     "Layout",
     "LocalReduce",
     "NativeReduce",
@@ -70,6 +70,7 @@ class Layout:
     groups: list[_Group]
     flags_device: torch.device
     _flats: dict[int, torch.Tensor] = field(default_factory=dict)
+    _view_cache: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, params: Sequence[torch.Tensor]) -> Layout:
@@ -99,17 +100,35 @@ class Layout:
         return buf
 
     def _views(self, g: int, flat: torch.Tensor) -> list[torch.Tensor]:
-        group = self.groups[g]
-        return [
-            flat[o : o + self.shapes[i].numel()].view(self.shapes[i])
-            for i, o in zip(group.indices, group.offsets, strict=True)
-        ]
+        key = id(flat)
+        views = self._view_cache.get(key)
+        if views is None:
+            group = self.groups[g]
+            views = [
+                flat[o : o + self.shapes[i].numel()].view(self.shapes[i])
+                for i, o in zip(group.indices, group.offsets, strict=True)
+            ]
+            if any(f is flat for f in self._flats.values()):
+                self._view_cache[key] = views
+        return views
 
-    def pack(self, value: GradSet, flags: torch.Tensor | None, slot: int = 0) -> list[torch.Tensor]:
+    def pack(
+        self,
+        value: GradSet,
+        flags: torch.Tensor | None,
+        slot: int = 0,
+        scale: float | None = None,
+    ) -> list[torch.Tensor]:
+        """Copy (times ``scale``, fused) into the flat buffers; flags go in the tail slots."""
         flats = []
         for g, group in enumerate(self.groups):
             flat = self.flat(g, slot)
-            torch._foreach_copy_(self._views(g, flat), [value[i] for i in group.indices])
+            views = self._views(g, flat)
+            if scale is None:
+                torch._foreach_copy_(views, [value[i] for i in group.indices])
+            else:
+                for view, i in zip(views, group.indices, strict=True):
+                    torch.mul(value[i], scale, out=view)
             if g == 0:
                 flat[group.numel :].copy_(flags if flags is not None else 0)
             flats.append(flat)
@@ -121,8 +140,18 @@ class Layout:
         return flats[0][self.groups[0].numel :].clone()
 
 
+def _scaled(value: GradSet, scale: float | None) -> GradSet:
+    if scale is not None:
+        torch._foreach_mul_(value, scale)
+    return value
+
+
 class CrossWorker:
-    """Finishes the sum over logical ranks from this worker's frontier."""
+    """Finishes the sum over logical ranks from this worker's frontier.
+
+    ``scale``, if given, multiplies the (single, unscaled) leaf first: with one logical
+    rank per worker the 1/W of the average is fused into the copy for transfer.
+    """
 
     def __init__(self, world: int, worker: int, workers: int, layout: Layout) -> None:
         self.world, self.worker, self.workers, self.layout = world, worker, workers, layout
@@ -130,15 +159,17 @@ class CrossWorker:
         self.block = (worker * k, (worker + 1) * k)
 
     def reduce(
-        self, nodes: dict[Node, GradSet], flags: torch.Tensor
+        self, nodes: dict[Node, GradSet], flags: torch.Tensor, scale: float | None = None
     ) -> tuple[GradSet, torch.Tensor]:
         raise NotImplementedError
 
 
 class LocalReduce(CrossWorker):
     def reduce(
-        self, nodes: dict[Node, GradSet], flags: torch.Tensor
+        self, nodes: dict[Node, GradSet], flags: torch.Tensor, scale: float | None = None
     ) -> tuple[GradSet, torch.Tensor]:
+        if scale is not None:
+            nodes = {n: _scaled(v, scale) for n, v in nodes.items()}
         return combine(nodes, self.world, add_into), flags
 
 
@@ -148,36 +179,72 @@ def _only(nodes: dict[Node, GradSet]) -> GradSet:
     return next(iter(nodes.values()))
 
 
-class DoublingReduce(CrossWorker):
-    """Recursive doubling over workers; each worker's block is one subtree (W, P powers of 2)."""
+class HalvingReduce(CrossWorker):
+    """The top of the tree when each worker's block is one subtree (W and P powers of two).
+
+    Reduce-scatter by recursive halving, then all-gather by recursive doubling
+    (Rabenseifner): at distance d = 1, 2, 4, ... partners ``b`` and ``b ^ d`` hold the same
+    segment of their subtrees' sums; each keeps one half and adds the partner's copy of
+    it, which is exactly tree node (left + right) for that half. Every element of the
+    result is computed on one worker, then copied to all. Traffic per worker is
+    2 (P - 1) / P of the gradient, as a ring all-reduce.
+    """
 
     def reduce(
-        self, nodes: dict[Node, GradSet], flags: torch.Tensor
+        self, nodes: dict[Node, GradSet], flags: torch.Tensor, scale: float | None = None
     ) -> tuple[GradSet, torch.Tensor]:
         value = _only(nodes)
-        mine = self.layout.pack(value, flags, slot=0)
-        theirs = [self.layout.flat(g, 1) for g in range(len(mine))]
+        flats = self.layout.pack(value, flags, slot=0, scale=scale)
+        scratch = [self.layout.flat(g, 1) for g in range(len(flats))]
+        for flat, tmp in zip(flats, scratch, strict=True):
+            self._allreduce(flat, tmp)
+        return value, self.layout.unpack(flats, value)
+
+    def _allreduce(self, flat: torch.Tensor, tmp: torch.Tensor) -> None:
+        # Every round's messages are cut into chunks posted at once, so that adding one
+        # chunk overlaps with the transfer of the next.
+        lo, hi = 0, flat.numel()
+        trail: list[tuple[int, slice, slice]] = []  # (partner, mine, theirs) per round
         distance = 1
         while distance < self.workers:
             partner = self.worker ^ distance
-            reqs = []
-            for a, b in zip(mine, theirs, strict=True):
-                reqs.append(dist.isend(a, partner))
-                reqs.append(dist.irecv(b, partner))
+            mid = (lo + hi) // 2
+            keep_low = self.worker & distance == 0
+            keep = slice(lo, mid) if keep_low else slice(mid, hi)
+            give = slice(mid, hi) if keep_low else slice(lo, mid)
+            sends = [dist.isend(flat[c], partner) for c in _chunks(give)]
+            chunks = _chunks(keep)
+            recvs = [dist.irecv(tmp[c], partner) for c in chunks]
+            for c, req in zip(chunks, recvs, strict=True):
+                req.wait()
+                flat[c].add_(tmp[c])  # left + right == right + left, bit for bit
+            for req in sends:
+                req.wait()
+            trail.append((partner, keep, give))
+            lo, hi = keep.start, keep.stop
+            distance *= 2
+        for partner, mine, theirs in reversed(trail):
+            reqs = [dist.isend(flat[c], partner) for c in _chunks(mine)]
+            reqs += [dist.irecv(flat[c], partner) for c in _chunks(theirs)]
             for req in reqs:
                 req.wait()
-            for a, b in zip(mine, theirs, strict=True):
-                a.add_(b)  # a + b == b + a bitwise: both partners hold the same node value
-            distance *= 2
-        return value, self.layout.unpack(mine, value)
+
+
+_CHUNK = 1 << 20  # elements per message
+
+
+def _chunks(span: slice) -> list[slice]:
+    return [slice(i, min(i + _CHUNK, span.stop)) for i in range(span.start, span.stop, _CHUNK)]
 
 
 class GatherReduce(CrossWorker):
     """All-gather every worker's frontier nodes, then finish the fixed tree locally."""
 
     def reduce(
-        self, nodes: dict[Node, GradSet], flags: torch.Tensor
+        self, nodes: dict[Node, GradSet], flags: torch.Tensor, scale: float | None = None
     ) -> tuple[GradSet, torch.Tensor]:
+        if scale is not None:
+            nodes = {n: _scaled(v, scale) for n, v in nodes.items()}
         k = self.world // self.workers
         plans = [frontier(b * k, (b + 1) * k, self.world) for b in range(self.workers)]
         mine = plans[self.worker]
@@ -208,13 +275,13 @@ class NativeReduce(CrossWorker):
     """Local sum of the frontier, then the backend's all-reduce (not bitwise across P)."""
 
     def reduce(
-        self, nodes: dict[Node, GradSet], flags: torch.Tensor
+        self, nodes: dict[Node, GradSet], flags: torch.Tensor, scale: float | None = None
     ) -> tuple[GradSet, torch.Tensor]:
         ordered = [nodes[n] for n in sorted(nodes)]
         value = ordered[0]
         for other in ordered[1:]:
             add_into(value, other)
-        flats = self.layout.pack(value, flags, slot=0)
+        flats = self.layout.pack(value, flags, slot=0, scale=scale)
         for flat in flats:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return value, self.layout.unpack(flats, value)
@@ -229,5 +296,5 @@ def make_cross_worker(
     if mode is ReduceMode.NATIVE:
         return NativeReduce(world, worker, workers, layout)
     if is_power_of_two(world):
-        return DoublingReduce(world, worker, workers, layout)
+        return HalvingReduce(world, worker, workers, layout)
     return GatherReduce(world, worker, workers, layout)
