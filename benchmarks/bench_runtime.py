@@ -503,6 +503,7 @@ def main() -> None:
             "platform": platform.platform(),
             "intra_op_threads": 1,
             "backend": "gloo",
+            "load_average_at_start": os.getloadavg(),
         },
         "model_parameters": sum(p.numel() for p in build_model().parameters()),
     }
@@ -514,6 +515,7 @@ def main() -> None:
         result.update(bench_ddp(args, t))
         result.update(bench_preempt_resume(args, t))
     result["bench_seconds"] = time.monotonic() - started
+    result["machine"]["load_average_at_end"] = os.getloadavg()
     log(f"done in {result['bench_seconds']:.0f} s")
     print(json.dumps(result, indent=1, sort_keys=True))
 
