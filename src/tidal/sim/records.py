@@ -1,0 +1,97 @@
+"""The simulator's private, mutable bookkeeping for one job. Never leaves :mod:`tidal.sim`."""
+
+from __future__ import annotations
+
+from tidal.core import EMPTY, JobSpec, JobState, JobView, Placement
+
+_RUNNING = JobState.RUNNING
+
+
+class SimJob:
+    """Where one job stands, and everything the metrics need about its past.
+
+    Time-integrated quantities are brought up to date by :meth:`settle`, which the
+    executor calls before every change and the engine before every snapshot.
+    """
+
+    __slots__ = (
+        "attained",
+        "ckpt_work",
+        "finish",
+        "first_start",
+        "held_s",
+        "killed_s",
+        "last_checkpoint_at",
+        "last_t",
+        "migrations",
+        "next_placement",
+        "placed_at",
+        "placement",
+        "preemptions",
+        "rate",
+        "resizes",
+        "running_s",
+        "since_ckpt_s",
+        "size",
+        "spec",
+        "state",
+        "version",
+        "view",
+        "work_done",
+    )
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.state = JobState.PENDING
+        self.placement: Placement = EMPTY
+        self.size = 0  # devices held (placement.size), cached
+        self.work_done = 0.0
+        self.ckpt_work = 0.0  # work saved by the last checkpoint (what a kill falls back to)
+        self.attained = 0.0  # device-seconds held while RUNNING
+        self.placed_at: float | None = None
+        self.last_checkpoint_at: float | None = None
+        self.preemptions = 0
+        self.resizes = 0
+        self.migrations = 0
+        self.rate = 0.0  # work (device-seconds at W) per second while RUNNING
+        self.last_t = spec.submit_time  # time the integrals below were settled to
+        self.held_s = 0.0  # device-seconds held, any state
+        self.running_s = 0.0  # device-seconds held while RUNNING
+        self.since_ckpt_s = 0.0  # device-seconds RUNNING since the last checkpoint
+        self.killed_s = 0.0  # device-seconds of work thrown away by kills
+        self.first_start: float | None = None
+        self.finish: float | None = None
+        self.next_placement: Placement | None = None  # set while checkpointing for a move
+        self.version = 0  # bumped to invalidate scheduled events
+        self.view: JobView | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def settle(self, now: float) -> None:
+        dt = now - self.last_t
+        if dt > 0.0:
+            self.last_t = now
+            if self.size:
+                used = self.size * dt
+                self.held_s += used
+                if self.state is _RUNNING:
+                    self.running_s += used
+                    self.attained += used
+                    self.since_ckpt_s += used
+                    self.work_done += self.rate * dt
+
+    def make_view(self) -> JobView:
+        view = JobView(
+            self.spec,
+            self.state,
+            self.placement,
+            min(self.work_done, self.spec.work),
+            self.attained,
+            self.placed_at,
+            self.last_checkpoint_at,
+            self.preemptions,
+        )
+        self.view = view
+        return view

@@ -1,0 +1,115 @@
+"""``tidal sim`` and ``tidal demo`` end to end (through Typer's runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tidal.cli import app
+from tidal.core import policy as policy_registry
+
+from .conftest import trace_file
+from .policies import GangFifo, GreedyFit
+
+KEYS = {
+    "policy",
+    "jobs",
+    "completed",
+    "avg_jct_s",
+    "p50_jct_s",
+    "p99_jct_s",
+    "avg_queue_s",
+    "makespan_s",
+    "utilization",
+    "premium_sla_met",
+    "standard_sla_met",
+    "premium_preemptions",
+    "preemptions",
+    "resizes",
+    "migrations",
+    "lost_device_s",
+    "wall_s",
+}
+TRACE = "job_id,submit_time,num_gpus,duration,vc\n" + "".join(
+    f"j{i},{i * 40},{(1, 2, 4, 1)[i % 4]},{300 + 97 * i % 1000},vc{i % 3}\n" for i in range(60)
+)
+
+
+@pytest.fixture(autouse=True)
+def _test_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(policy_registry._REGISTRY, "test-fifo", GangFifo)
+    monkeypatch.setitem(policy_registry._REGISTRY, "test-greedy", GreedyFit)
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    path = tmp_path / "mini.csv"
+    path.write_text(TRACE)
+    return path
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def sim_json(trace: Path, *extra: str) -> list[dict[str, object]]:
+    out = run("sim", str(trace), "--nodes", "2", "--devices-per-node", "4", "--json", *extra)
+    data = json.loads(out)
+    assert isinstance(data, list)
+    return data
+
+
+def test_json_keys_and_one_object_per_policy(trace: Path) -> None:
+    (row,) = sim_json(trace, "--policy", "test-fifo")
+    assert set(row) >= KEYS
+    assert row["policy"] == "test-fifo"
+    assert row["jobs"] == row["completed"] == 60
+
+
+def test_json_is_deterministic_apart_from_wall_time(trace: Path) -> None:
+    def strip(rows: list[dict[str, object]]) -> str:
+        for row in rows:
+            row.pop("wall_s")
+        return json.dumps(rows)
+
+    first = sim_json(trace, "--policy", "test-greedy", "--seed", "7")
+    second = sim_json(trace, "--policy", "test-greedy", "--seed", "7")
+    assert strip(first) == strip(second)
+
+
+def test_table_and_plot(trace: Path, tmp_path: Path) -> None:
+    png = tmp_path / "out.png"
+    out = run("sim", str(trace), "--policy", "test-fifo", "--plot", str(png), "--zero-cost")
+    assert "test-fifo" in out
+    assert png.stat().st_size > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_trace_names_where_it_looked(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["sim", "philly"], env={"TIDAL_TRACE_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "philly.csv" in result.output and str(tmp_path) in result.output
+
+
+def test_unknown_policy_is_named(trace: Path) -> None:
+    result = CliRunner().invoke(app, ["sim", str(trace), "--policy", "nope"])
+    assert result.exit_code == 2
+    assert "unknown policy 'nope'" in result.output
+
+
+@pytest.mark.trace
+def test_named_trace_from_trace_dir() -> None:
+    path = trace_file("philly_vc103959.csv")
+    result = CliRunner().invoke(
+        app,
+        ["sim", "philly_vc103959", "--policy", "test-fifo", "--json", "--zero-cost"],
+        env={"TIDAL_TRACE_DIR": str(path.parent)},
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["jobs"] == row["completed"] == 876
