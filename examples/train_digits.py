@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -50,11 +49,20 @@ def build_model() -> nn.Module:
     )
 
 
-def build_dataset() -> TensorDataset:
+def build_dataset(cache: Path | None = None) -> TensorDataset:
+    """The 1797 8x8 digits, pixels scaled to [0, 1]; ``cache`` (a .pt file) skips sklearn."""
+    if cache is not None and cache.exists():
+        x, y = torch.load(cache, weights_only=True)
+        return TensorDataset(x, y)
+    from sklearn.datasets import load_digits
+
     x, y = load_digits(return_X_y=True)
-    return TensorDataset(
+    data = TensorDataset(
         torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
     )
+    if cache is not None:
+        torch.save(data.tensors, cache)
+    return data
 
 
 def steps_per_epoch(n_samples: int, world: int, batch_size: int) -> int:
@@ -76,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="where worker 0 saves the state dict")
     p.add_argument("--step-delay", type=float, default=0.0, help="sleep per micro-batch (tests)")
+    p.add_argument("--data", type=Path, default=None, help="dataset cache file (.pt)")
     return p.parse_args(argv)
 
 
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     seed_everything(args.seed)
-    dataset = build_dataset()
+    dataset = build_dataset(args.data)
     model = build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)

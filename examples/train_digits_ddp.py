@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     seed_everything(args.seed)
-    dataset = build_dataset()
+    dataset = build_dataset(args.data)
     model = build_model()
     ddp = DistributedDataParallel(model)  # broadcast_buffers=True: rank 0's BN statistics
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=args.lr, weight_decay=1e-2)

@@ -7,6 +7,7 @@ LR, gradient clipping, NumPy and Python augmentation) for two epochs (56 steps):
 * stopped by SIGTERM twice (once through ``tidal run`` to every worker, once to a single
   torchrun worker) and resumed on 4, then 2, then 1 workers: bitwise identical to the
   uninterrupted run;
+* W = 6, not a power of two, on P = 1, 2 and 3: bitwise identical;
 * against plain PyTorch DDP with 4 processes: equal within tight floating-point tolerance.
 
 The launches are shared by the tests through one module-scoped fixture.
@@ -25,6 +26,7 @@ from splice_support import (
     TRAIN,
     TRAIN_DDP,
     clean_env,
+    digits,
     load_state,
     mismatches,
     read_status,
@@ -38,7 +40,6 @@ from splice_support import (
 
 EPOCHS = 2
 STEPS = EPOCHS * 28  # ceil(1797 / 4) = 450 samples per rank, 28 batches of 16
-ARGS = ["--epochs", str(EPOCHS)]
 EXIT_PREEMPTED = 75  # tidal run: preempted, resumable
 
 
@@ -53,25 +54,34 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def data_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Arguments that make every worker read the digits from one cache file (no sklearn)."""
+    cache = tmp_path_factory.mktemp("data") / "digits.pt"
+    digits.build_dataset(cache)
+    return ["--data", str(cache)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, data_args: list[str]) -> Runs:
     tmp = tmp_path_factory.mktemp("splice")
+    args = ["--epochs", str(EPOCHS), *data_args]
     env = clean_env(TIDAL_WORLD="4")
     by_workers = {}
     out = tmp / "p1.pt"
-    run([sys.executable, str(TRAIN), *ARGS, "--out", str(out)], env)
+    run([sys.executable, str(TRAIN), *args, "--out", str(out)], env)
     by_workers[1] = out
     for p in (2, 4):
         out = tmp / f"p{p}.pt"
-        run(torchrun_cmd(p, TRAIN, [*ARGS, "--out", str(out)]), env)
+        run(torchrun_cmd(p, TRAIN, [*args, "--out", str(out)]), env)
         by_workers[p] = out
 
     ddp = tmp / "ddp.pt"
-    run(torchrun_cmd(4, TRAIN_DDP, [*ARGS, "--out", str(ddp)]), clean_env())
+    run(torchrun_cmd(4, TRAIN_DDP, [*args, "--out", str(ddp)]), clean_env())
 
     # Interrupted twice, resumed on a different number of workers each time.
     ckpt = tmp / "ckpt"
     resumed = tmp / "resumed.pt"
-    slow = [*ARGS, "--out", str(resumed), "--step-delay", "0.03"]
+    slow = [*args, "--out", str(resumed), "--step-delay", "0.03"]
     first = subprocess.Popen(
         tidal_cmd("run", str(TRAIN), "--world", "4", "--workers", "4", "--checkpoint-dir",
                   str(ckpt), "--no-progress", "--", *slow),
@@ -96,8 +106,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     status2 = read_status(ckpt)
     assert status2 is not None
 
-    run(tidal_cmd("run", str(TRAIN), "--world", "4", "--workers", "1", "--checkpoint-dir",
-                  str(ckpt), "--no-progress", "--", *ARGS, "--out", str(resumed)), clean_env())  # fmt: skip
+    env = clean_env(TIDAL_WORLD="4", TIDAL_CHECKPOINT_DIR=str(ckpt))
+    run([sys.executable, str(TRAIN), *args, "--out", str(resumed)], env)
     status3 = read_status(ckpt)
     assert status3 is not None
     return Runs(
@@ -141,3 +151,39 @@ def test_matches_plain_ddp_within_float_tolerance(runs: Runs) -> None:
             torch.testing.assert_close(value, ref, rtol=1e-5, atol=2e-6, msg=name)
         else:
             assert torch.equal(value, ref), name
+
+
+@pytest.fixture(scope="module")
+def odd_world(tmp_path_factory: pytest.TempPathFactory, data_args: list[str]) -> dict[int, Path]:
+    """W = 6 (not a power of two: frontier all-gather) on P = 1, 2 and 3, one epoch."""
+    tmp = tmp_path_factory.mktemp("odd")
+    env = clean_env(TIDAL_WORLD="6")
+    out = {1: tmp / "p1.pt", 2: tmp / "p2.pt", 3: tmp / "p3.pt"}
+    args = ["--epochs", "1", *data_args]
+    run([sys.executable, str(TRAIN), *args, "--out", str(out[1])], env)
+    for p in (2, 3):
+        run(torchrun_cmd(p, TRAIN, [*args, "--out", str(out[p])]), env)
+    return out
+
+
+def test_bitwise_identical_for_a_world_that_is_not_a_power_of_two(
+    odd_world: dict[int, Path],
+) -> None:
+    states = {p: load_state(path) for p, path in odd_world.items()}
+    assert int(states[1]["1.num_batches_tracked"]) == 1797 // 6 // 16  # 300 per rank, 18 steps
+    for p in (2, 3):
+        assert mismatches(states[1], states[p]) == [], f"P=1 vs P={p}"
+
+
+def test_native_reduction_is_within_tolerance_of_the_ordered_one(
+    runs: Runs, data_args: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "native.pt"
+    env = clean_env(TIDAL_WORLD="4", TIDAL_REDUCE="native")
+    run(torchrun_cmd(2, TRAIN, ["--epochs", str(EPOCHS), *data_args, "--out", str(out)]), env)
+    native, ordered = load_state(out), load_state(runs.by_workers[4])
+    for name, value in ordered.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(native[name], value, rtol=1e-5, atol=2e-6, msg=name)
+        else:
+            assert torch.equal(native[name], value), name
