@@ -355,7 +355,7 @@ def bench_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     base: list[float] = []
     fractions, blocking, overlapped = [], [], []
     for c in range(args.async_repeats):
-        base += timed(8)
+        base += timed(5)
         ref = median(base)
         t = time.perf_counter()
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": c}
@@ -470,7 +470,7 @@ def main() -> None:
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=12, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=3, help=argparse.SUPPRESS)
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds per comparison")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = p.parse_args()
     if args.worker == "ddp":
@@ -481,11 +481,11 @@ def main() -> None:
         return
 
     quick = args.quick
-    args.ddp_steps = 6 if quick else 12
-    args.splice_steps = 3 if quick else 6
-    args.ckpt_repeats = 2 if quick else 5
+    args.ddp_steps = 6 if quick else 10
+    args.splice_steps = 3 if quick else 4
+    args.ckpt_repeats = 2 if quick else 6
     args.async_repeats = 2 if quick else 4
-    args.launches = 2 if quick else 4
+    args.launches = 2 if quick else 3
     if quick:
         args.rounds = 1
     torch.set_num_threads(1)
