@@ -26,8 +26,8 @@ _RUNNING = JobState.RUNNING
 DEFAULT_MIN_HOLD = 900.0
 DEFAULT_LAS_THRESHOLDS = (3600.0, 14400.0, 57600.0)
 DEFAULT_GROW_MIN_REMAINING = 600.0
-DEFAULT_KILL_FOR_SHORT = 3600.0
 DEFAULT_KILL_MAX_LOSS = 900.0
+GIB = float(1 << 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +37,10 @@ class TieredConfig:
     min_hold: float = DEFAULT_MIN_HOLD
     las_thresholds: tuple[float, ...] = DEFAULT_LAS_THRESHOLDS
     grow_min_remaining: float = DEFAULT_GROW_MIN_REMAINING
-    kill_for_short: float = DEFAULT_KILL_FOR_SHORT
     kill_max_loss: float = DEFAULT_KILL_MAX_LOSS
+    premium_sla: float = 0.95
+    checkpoint_fixed_s: float = 5.0
+    checkpoint_gib_per_s: float = 1.0
     migrate: bool = True
 
 
@@ -151,76 +153,104 @@ def premium_admission(
     return running, admitted
 
 
-def take_for_premium(
-    others: list[Entry], admitted: list[Entry], covered: int, now: float, config: TieredConfig
-) -> None:
-    """Free devices for the admitted premium jobs beyond the ``covered`` ones (free now or
-    being released): basic before standard, shrink before stop, cheapest victims first.
+def stop_delay(e: Entry, config: TieredConfig) -> float:
+    """Estimated seconds until a checkpointed stop of ``e`` releases its devices."""
+    return config.checkpoint_fixed_s + e.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
 
-    A victim is *killed* (no checkpoint) instead of checkpointed when the premium job it
-    makes room for is short (expected run time under ``config.kill_for_short``), so that a
-    checkpoint's delay would eat into its SLA, and the victim would lose at most
-    ``config.kill_max_loss`` device-seconds of progress. Sets ``target``, ``fixed``,
-    ``kill`` and ``reason`` on each victim.
+
+def sla_slack(p: Entry, config: TieredConfig) -> float:
+    """Seconds premium job ``p`` may wait and still meet its SLA (its declared work is the
+    run-time estimate)."""
+    return (1.0 / config.premium_sla - 1.0) * p.spec.full_duration
+
+
+def take_for_premium(
+    others: list[Entry],
+    admitted: list[Entry],
+    free_now: int,
+    soon: int,
+    now: float,
+    config: TieredConfig,
+) -> int:
+    """Find devices for each admitted premium job, in order: free ones, then ones being
+    released (unless it cannot afford to wait for them), then victims — basic before
+    standard, shrink before stop, cheapest first. Returns how many devices being released
+    were claimed.
+
+    A premium job too short to wait for a checkpoint (its SLA slack is below the fastest
+    checkpointed stop) takes devices from victims that are *killed* instead — those that
+    lose the least progress, at most ``config.kill_max_loss`` device-seconds each; a
+    shrink would need a checkpoint too. Victims get ``target``, ``fixed``, ``kill`` and
+    ``reason`` set.
     """
-    owed: list[tuple[Entry, int]] = []  # premium jobs still short of devices, in order
+    if not admitted:
+        return 0
+    victims = [e for e in others if e.held]
+    by_cost: dict[Tier, list[Entry]] = {}
+    by_loss: dict[Tier, list[tuple[float, Entry]]] = {}
+    claimed = 0
+    fastest = config.checkpoint_fixed_s
     for p in admitted:
-        use = min(covered, p.world)
-        covered -= use
-        if p.world > use:
-            owed.append((p, p.world - use))
-    if not owed:
-        return
-    need = sum(n for _, n in owed)
-    tight = owed[0][0].spec.full_duration < config.kill_for_short
-    slot = 0
-    for tier in (_BASIC, _STANDARD):
-        group = [e for e in others if e.tier is tier and e.held]
+        need = p.world
+        use = min(free_now, need)
+        free_now -= use
+        need -= use
+        tight = sla_slack(p, config) < fastest + 1.0 / config.checkpoint_gib_per_s
+        if need and not tight:
+            use = min(soon - claimed, need)
+            claimed += use
+            need -= use
+        if not need:
+            continue
+        if not by_cost:
+            for tier in (_BASIC, _STANDARD):
+                group = [e for e in victims if e.tier is tier]
+                by_cost[tier] = sorted(group, key=victim_key)
+                by_loss[tier] = sorted(
+                    ((kill_loss(e, now), e) for e in group), key=lambda le: (le[0], le[1].id)
+                )
         if tight:
-            losses = {e.id: kill_loss(e, now) for e in group}
-            group.sort(key=lambda e: (losses[e.id], victim_key(e)))
-        else:
-            group.sort(key=victim_key)
-        for stop in (False, True):
-            for e in group:
-                if need <= 0:
-                    return
-                have = e.target if e.fixed else e.held
-                if have <= 0:
-                    continue
-                if stop:
-                    new = 0
-                else:
-                    new = e.spec.fit_size(have - need) or e.spec.min_size
-                    if new >= have:
+            for tier in (_BASIC, _STANDARD):
+                for loss, e in by_loss[tier]:
+                    if need <= 0 or loss > config.kill_max_loss:
+                        break
+                    need -= _take(e, 0, p, kill=True)
+        for tier in (_BASIC, _STANDARD):
+            for stop in (False, True):
+                for e in by_cost[tier]:
+                    if need <= 0:
+                        break
+                    have = e.target if e.fixed else e.held
+                    if have <= 0:
                         continue
-                freed = have - new
-                need -= freed
-                # Attribute the freed devices to the premium jobs still owed some.
-                first = owed[min(slot, len(owed) - 1)][0]
-                names: list[str] = []
-                while freed > 0 and slot < len(owed):
-                    p, n = owed[slot]
-                    names.append(p.id)
-                    if n > freed:
-                        owed[slot] = (p, n - freed)
-                        freed = 0
-                    else:
-                        freed -= n
-                        slot += 1
-                who = ", ".join(names) if names else first.id
-                e.target = new
-                e.fixed = True
-                if new:
-                    e.reason = f"shrunk {e.held}→{new} for premium job {who}"
-                elif (
-                    first.spec.full_duration < config.kill_for_short
-                    and kill_loss(e, now) <= config.kill_max_loss
-                ):
-                    e.kill = True
-                    e.reason = f"stopped at once (no checkpoint) for premium job {who}"
-                else:
-                    e.reason = f"stopped for premium job {who}"
+                    if stop:
+                        need -= _take(e, 0, p, kill=False)
+                        continue
+                    new = e.spec.fit_size(have - need) or e.spec.min_size
+                    if new < have:
+                        need -= _take(e, new, p, kill=False)
+        if need > 0:  # nothing left to take: wait for devices being released after all
+            use = min(soon - claimed, need)
+            claimed += use
+    return claimed
+
+
+def _take(e: Entry, new: int, premium: Entry, kill: bool) -> int:
+    """Cut victim ``e`` to ``new`` devices for ``premium``; returns the devices freed."""
+    have = e.target if e.fixed else e.held
+    if have <= new:
+        return 0
+    e.target = new
+    e.fixed = True
+    if new:
+        e.reason = f"shrunk {e.held}→{new} for premium job {premium.id}"
+    elif kill:
+        e.kill = True
+        e.reason = f"stopped at once (no checkpoint) for premium job {premium.id}"
+    else:
+        e.kill = False
+        e.reason = f"stopped for premium job {premium.id}"
+    return have - new
 
 
 def guarantees(
@@ -329,11 +359,12 @@ def _key_of(e: Entry) -> tuple[int, int, int, float, str]:
 
 
 def _wanted(e: Entry, config: TieredConfig) -> int:
-    """W, except that a running job grows past what it holds only if it has enough work
-    left to repay the restart a resize costs."""
+    """W, except that a running job grows past what it holds only once its minimum hold
+    time is over (no resize churn) and if it has enough work left to repay the restart a
+    resize costs."""
     held = e.held
     if not held or held >= e.world:
         return e.world
-    if e.view.remaining / held >= config.grow_min_remaining:
+    if not e.pinned and e.view.remaining / held >= config.grow_min_remaining:
         return e.world
     return held

@@ -3,10 +3,12 @@ make room for premium jobs by migrating others (defragmentation), then fill left
 
 from __future__ import annotations
 
+from tidal.core.packing import FreePool
 from tidal.core.placement import EMPTY, Placement
 from tidal.core.policies._common import Round, shrink_parts
 from tidal.core.policies._tiered_alloc import Entry, TieredConfig, _wanted
 from tidal.core.snapshot import ClusterSnapshot
+from tidal.core.states import JobState
 from tidal.core.tiers import Tier
 
 _PREMIUM = Tier.PREMIUM
@@ -21,28 +23,39 @@ def realize(
 ) -> Round:
     """Place every entry at its target where possible (``entries`` in priority order).
 
-    A job that moves (grows onto other nodes, or migrates) keeps its old devices reserved
-    for the rest of the round: it holds them while it checkpoints anyway, and if its move
-    has to wait, no other job's start depends on devices it has not released.
+    Jobs are first placed on devices that are free *now*, so they start at once; devices
+    that jobs stopping or shrinking with a checkpoint release this round are used only
+    for what does not fit otherwise (those starts wait for the release). A job that moves
+    (grows onto other nodes, or migrates) keeps its old devices reserved for the rest of
+    the round: it holds them while it checkpoints anyway, and if its move has to wait, no
+    other job's start depends on devices it has not released.
     """
     placements: dict[str, Placement] = {}
     used = dict(stopping)
+    released: dict[str, int] = {}  # freed this round, but only after a checkpoint
     growers: list[Entry] = []  # jobs to grow or start, in priority order
     short: list[Entry] = []  # non-premium entries that may get less than W
+    running = JobState.RUNNING
     for e in entries:
         target = e.target
         held = e.held
         if target < e.world and e.tier is not _PREMIUM:
             short.append(e)
         if held:
+            current = e.view.placement
             if target >= held:
-                kept = e.view.placement
+                kept = current
                 if target > held:
                     growers.append(e)
-            elif target:
-                kept = shrink_parts(e.view.placement, target)
             else:
-                continue
+                kept = shrink_parts(current, target) if target else EMPTY
+                if not e.kill and e.view.state is running:
+                    left = kept.as_dict()
+                    for node, count in current.parts:
+                        if count > left.get(node, 0):
+                            released[node] = released.get(node, 0) + count - left.get(node, 0)
+                if not target:
+                    continue
             placements[e.id] = kept
             for node, count in kept.parts:
                 used[node] = used.get(node, 0) + count
@@ -53,39 +66,77 @@ def realize(
     pool = rnd.pool
     now = _NowFree(rnd, entries, stopping)
     room = _Room(rnd, entries, now) if config.migrate else None
-    blocked: set[str] = set()  # device types with a premium job left waiting
     # Largest first, so small premium jobs do not take the holes big ones need.
-    for e in sorted(admitted, key=lambda e: (-e.world, e.spec.submit_time, e.id)):
-        device_type = e.spec.device_type
+    premium = sorted(admitted, key=lambda e: (-e.world, e.spec.submit_time, e.id))
+    hold = _Holds(pool, released)
+    hold.take()
+    blocked: set[str] = set()  # device types with a premium job left waiting
+    for e in premium:
         if rnd.place(e.view, e.world):
-            continue
+            continue  # on devices free now: it starts at once
+        hold.give()
+        device_type = e.spec.device_type
         free = pool.total_free(device_type)
-        if free >= e.world and room is not None and room.make(e):
-            continue
-        blocked.add(device_type)
-        if free >= e.world:
-            e.reason = (
-                f"waiting: {free} devices free but fragmented (largest hole "
-                f"{pool.largest_free(device_type)}) for a {e.world}-device premium job"
-            )
-        else:
-            e.reason = (
-                f"waiting: {free} of {e.world} devices free, the rest being released "
-                "by jobs that are checkpointing"
-            )
-    failed: list[Entry] = []
-    for e in growers:  # in priority order, starters and growers alike
-        if e.held:
-            if not _grow(rnd, e, e.target):
-                failed.append(e)
-        elif not (rnd.place(e.view, e.target) or _place_best(rnd, e, e.target - 1, 1)):
-            failed.append(e)
-    if failed:
-        short = sorted(short + [e for e in failed if e.target >= e.world], key=_priority)
+        if not (
+            rnd.place(e.view, e.world) or (free >= e.world and room is not None and room.make(e))
+        ):
+            blocked.add(device_type)
+            if free >= e.world:
+                e.reason = (
+                    f"waiting: {free} devices free but fragmented (largest hole "
+                    f"{pool.largest_free(device_type)}) for a {e.world}-device premium job"
+                )
+            else:
+                e.reason = (
+                    f"waiting: {free} of {e.world} devices free, the rest being released "
+                    "by jobs that are checkpointing"
+                )
+        hold.take()
+    late: list[Entry] = []
+    for first in (True, False):
+        if not first:
+            hold.give()
+        # First only at their full targets on devices free now; smaller sizes, and devices
+        # being released, only after that.
+        for e in growers:  # in priority order, starters and growers alike
+            if e.held:
+                if not _grow(rnd, e, e.target, e.target if first else e.held + 1):
+                    late.append(e)
+            elif not (
+                rnd.place(e.view, e.target) or (not first and _place_best(rnd, e, e.target - 1, 1))
+            ):
+                late.append(e)
+        growers, late = late, []
+    if growers:
+        short = sorted(short + [e for e in growers if e.target >= e.world], key=_priority)
     if blocked:  # keep what is free for the waiting premium job
         short = [e for e in short if e.spec.device_type not in blocked]
     _fill(rnd, short, now, config)
     return rnd
+
+
+class _Holds:
+    """Devices kept out of the pool for a while (those released only after a checkpoint),
+    taken back as far as they are still free."""
+
+    def __init__(self, pool: FreePool, counts: dict[str, int]) -> None:
+        self.pool = pool
+        self.counts = sorted(counts.items())
+        self.taken: list[Placement] = []
+
+    def take(self) -> None:
+        pool = self.pool
+        for node, count in self.counts:
+            have = min(count, pool.free_on(node))
+            if have:
+                block = Placement(((node, have),))
+                pool.take(block)
+                self.taken.append(block)
+
+    def give(self) -> None:
+        for block in self.taken:
+            self.pool.give(block)
+        self.taken = []
 
 
 def _priority(e: Entry) -> tuple[int, int, int, float, str]:
@@ -105,10 +156,11 @@ def _place_best(rnd: Round, e: Entry, most: int, least: int) -> Placement:
     return EMPTY
 
 
-def _grow(rnd: Round, e: Entry, most: int) -> bool:
-    """Grow a job: one starting this round is simply placed bigger; a running one that
-    keeps its placement this round grows in place on its node if there is room, else onto
-    a fresh compact placement (its old devices stay reserved)."""
+def _grow(rnd: Round, e: Entry, most: int, least: int = 0) -> bool:
+    """Grow a job to the largest allowed size in ``[least, most]`` that fits: one starting
+    this round is simply placed bigger; a running one that keeps its placement this round
+    grows in place on its node if there is room, else onto a fresh compact placement (its
+    old devices stay reserved)."""
     current = rnd.placements.get(e.id)
     if current is None:
         return False
@@ -116,7 +168,7 @@ def _grow(rnd: Round, e: Entry, most: int) -> bool:
     pool = rnd.pool
     if not e.held:  # starting this round: just start it bigger, if it fits
         rnd.drop(e.view)
-        if _place_best(rnd, e, most, have + 1):
+        if _place_best(rnd, e, most, max(least, have + 1)):
             return True
         pool.take(current)
         rnd.set(e.view, current)
@@ -130,6 +182,8 @@ def _grow(rnd: Round, e: Entry, most: int) -> bool:
             if pool.fits(rest):
                 pool.take(rest)
                 rnd.set(e.view, old)
+                if old.size < most:
+                    _grow(rnd, e, most)  # and on from there, if there is room
                 return True
         return False
     node = current.parts[0][0] if len(current.parts) == 1 else ""
@@ -139,7 +193,7 @@ def _grow(rnd: Round, e: Entry, most: int) -> bool:
     for size in reversed(e.spec.sizes):
         if size > most:
             continue
-        if size <= have:
+        if size <= have or size < least:
             break
         if size - have <= free_here:
             pool.take(Placement(((node, size - have),)))
@@ -183,13 +237,33 @@ def _fill(rnd: Round, entries: list[Entry], now: _NowFree, config: TieredConfig)
             if e.held:
                 if e.fixed:
                     continue  # stopped for premium work: it must not come straight back
-                if not rnd.keep(e.view) and not now.relocate(e, e.held):
-                    continue  # its devices went to others, and there is no room now
+                if rnd.keep(e.view):
+                    current = e.view.placement  # its devices were not needed after all
+                else:
+                    current = now.relocate(e, _wanted(e, config))
+                    if not current:
+                        continue  # its devices went to others, and there is no room now
+                have = current.size
             elif not _place_best(rnd, e, e.world, 1):
                 continue
-        elif _wanted(e, config) <= have or not _grow(rnd, e, e.world):
-            continue
+        if current is not None:
+            wanted = _wanted(e, config)
+            if wanted > have:
+                _grow(rnd, e, wanted) or _regrow(rnd, e, current, wanted, now)
         room[device_type] = pool.largest_free(device_type)
+
+
+def _regrow(rnd: Round, e: Entry, current: Placement, most: int, now: _NowFree) -> bool:
+    """A running job cut this round (not for premium work) whose devices went to others:
+    move it, bigger, onto devices free now if there are any."""
+    if not e.held or e.fixed or current is e.view.placement:
+        return False
+    rnd.drop(e.view)
+    if now.relocate(e, most, current.size + 1):
+        return True
+    rnd.pool.take(current)
+    rnd.set(e.view, current)
+    return False
 
 
 class _NowFree:
@@ -220,8 +294,9 @@ class _NowFree:
             self._left = left
         return self._left
 
-    def relocate(self, e: Entry, most: int) -> Placement:
-        """Place a running job afresh, at most ``most`` devices, on devices free now."""
+    def relocate(self, e: Entry, most: int, least: int = 1) -> Placement:
+        """Place a running job afresh, with ``least`` to ``most`` devices, on devices free
+        now (whatever it holds must already be out of this round's pool)."""
         rnd = self.rnd
         pool = rnd.pool
         fx = pool.fx
@@ -233,7 +308,7 @@ class _NowFree:
                 block = Placement(((fx.names[j], releasing),))
                 pool.take(block)
                 blocks.append(block)
-        placement = _place_best(rnd, e, most, 1)
+        placement = _place_best(rnd, e, most, least)
         for block in blocks:
             pool.give(block)
         for node, count in placement.parts:

@@ -13,7 +13,6 @@ from tidal.core.plan import Plan
 from tidal.core.policies._common import Round, split_jobs
 from tidal.core.policies._tiered_alloc import (
     DEFAULT_GROW_MIN_REMAINING,
-    DEFAULT_KILL_FOR_SHORT,
     DEFAULT_KILL_MAX_LOSS,
     DEFAULT_LAS_THRESHOLDS,
     DEFAULT_MIN_HOLD,
@@ -79,8 +78,10 @@ class TieredPolicy:
         min_hold: float = DEFAULT_MIN_HOLD,
         las_thresholds: Sequence[float] = DEFAULT_LAS_THRESHOLDS,
         grow_min_remaining: float = DEFAULT_GROW_MIN_REMAINING,
-        kill_for_short: float = DEFAULT_KILL_FOR_SHORT,
         kill_max_loss: float = DEFAULT_KILL_MAX_LOSS,
+        premium_sla: float = 0.95,
+        checkpoint_fixed_s: float = 5.0,
+        checkpoint_gib_per_s: float = 1.0,
         migrate: bool = True,
         tick: float | None = 300.0,
     ) -> None:
@@ -91,10 +92,14 @@ class TieredPolicy:
             )
         if min_hold < 0:
             raise SpecError(f"tiered: min_hold must be >= 0 seconds, got {min_hold}")
-        if kill_for_short < 0 or kill_max_loss < 0:
+        if kill_max_loss < 0:
+            raise SpecError(f"tiered: kill_max_loss must be >= 0, got {kill_max_loss}")
+        if not 0 < premium_sla <= 1:
+            raise SpecError(f"tiered: premium_sla must be in (0, 1], got {premium_sla}")
+        if checkpoint_fixed_s < 0 or checkpoint_gib_per_s <= 0:
             raise SpecError(
-                f"tiered: kill_for_short and kill_max_loss must be >= 0, got "
-                f"{kill_for_short} and {kill_max_loss}"
+                "tiered: checkpoint_fixed_s must be >= 0 and checkpoint_gib_per_s > 0, got "
+                f"{checkpoint_fixed_s} and {checkpoint_gib_per_s}"
             )
         if grow_min_remaining < 0:
             raise SpecError(
@@ -106,8 +111,10 @@ class TieredPolicy:
             min_hold=float(min_hold),
             las_thresholds=thresholds,
             grow_min_remaining=float(grow_min_remaining),
-            kill_for_short=float(kill_for_short),
             kill_max_loss=float(kill_max_loss),
+            premium_sla=float(premium_sla),
+            checkpoint_fixed_s=float(checkpoint_fixed_s),
+            checkpoint_gib_per_s=float(checkpoint_gib_per_s),
             migrate=migrate,
         )
         self.tick = tick
@@ -125,8 +132,6 @@ class TieredPolicy:
 
         def room_for_premium(e: Entry) -> Placement | None:
             """Where ``e`` fits compactly once only premium jobs hold devices."""
-            if e.world == 1:
-                return None  # the device count check suffices
             if not premium_pool:
                 used: dict[str, int] = {}
                 for view in running:
@@ -154,9 +159,7 @@ class TieredPolicy:
             premium_held = sum(e.held for e in premium_running)
             wanted = sum(e.world for e in admitted)
             free_now = total - soon - premium_held - sum(e.held for e in others)
-            from_free = min(max(0, free_now), wanted)
-            from_soon = min(soon, wanted - from_free)
-            take_for_premium(others, admitted, from_free + from_soon, now, config)
+            from_soon = take_for_premium(others, admitted, max(0, free_now), soon, now, config)
             premium_use: dict[str, int] = {}
             for e in premium_running + admitted:
                 premium_use[e.tenant] = premium_use.get(e.tenant, 0) + e.target
