@@ -105,7 +105,7 @@ def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
     was_training = model.training
     model.eval()
     x, y = dataset.tensors
-    acc = (model(x).argmax(1) == y).float().mean().item()
+    acc = float((model(x).argmax(1) == y).float().mean().item())
     model.train(was_training)
     return acc
 

@@ -51,6 +51,12 @@ class Position:
 class RuntimeContext:
     """Everything one prepared training run needs. Create with :meth:`prepare`."""
 
+    # set by prepare(); close() copes with a prepare that failed half-way
+    rng: StreamSwitcher
+    splicer: GradSplicer
+    buffers: BufferRule
+    patches: Patches
+
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings
         self.device = dist_setup.pick_device(settings)
@@ -65,10 +71,6 @@ class RuntimeContext:
         self.checkpoint_requested = False
         self.last_checkpoint_step: int | None = None
         self.pending_checkpoint_step: int | None = None
-        self.rng: StreamSwitcher | None = None  # type: ignore[assignment]
-        self.splicer: GradSplicer | None = None  # type: ignore[assignment]
-        self.buffers: BufferRule | None = None  # type: ignore[assignment]
-        self.patches: Patches | None = None  # type: ignore[assignment]
         self.last_checkpoint_time = time.monotonic()
         self.in_epochs = False
         self.last_progress_log = time.monotonic()
@@ -223,14 +225,18 @@ class RuntimeContext:
                 if self.pending_checkpoint_step is not None:
                     self.status.checkpointed(self.pending_checkpoint_step)
         finally:
-            if self.splicer is not None:
-                self.splicer.close()
-            if self.buffers is not None:
-                self.buffers.close()
-            if self.patches is not None:
-                self.patches.undo()
-            if self.rng is not None and self.rng.active != MAIN:
-                self.rng.switch(MAIN)
+            splicer: GradSplicer | None = getattr(self, "splicer", None)
+            buffers: BufferRule | None = getattr(self, "buffers", None)
+            patches: Patches | None = getattr(self, "patches", None)
+            rng: StreamSwitcher | None = getattr(self, "rng", None)
+            if splicer is not None:
+                splicer.close()
+            if buffers is not None:
+                buffers.close()
+            if patches is not None:
+                patches.undo()
+            if rng is not None and rng.active != MAIN:
+                rng.switch(MAIN)
             if (
                 self._prev_sigterm is not None
                 and threading.current_thread() is threading.main_thread()

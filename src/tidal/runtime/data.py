@@ -77,7 +77,7 @@ class _RankSampler(Sampler[int]):
     """DistributedSampler for one logical rank, with a number of leading samples skipped."""
 
     def __init__(self, dataset: Any, world: int, rank: int, spec: ShardSpec) -> None:
-        self.inner = DistributedSampler(
+        self.inner: DistributedSampler[int] = DistributedSampler(
             dataset,
             num_replicas=world,
             rank=rank,

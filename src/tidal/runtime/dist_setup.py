@@ -53,13 +53,12 @@ def open_group(settings: RuntimeSettings, device: torch.device) -> Group:
             )
         return Group(settings.workers, owned=False)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(
         backend=backend,
         init_method="env://",
         world_size=settings.workers,
         rank=settings.worker,
-        **kwargs,
+        device_id=device if device.type == "cuda" else None,
     )
     logger.info(
         "worker %d/%d joined the %s process group", settings.worker, settings.workers, backend
@@ -95,4 +94,4 @@ def broadcast_rng(cuda_device: torch.device | None) -> None:
     dist.broadcast_object_list(box, src=0)
     if box[0] is None:
         raise SettingsError("random state broadcast from worker 0 came back empty")
-    restore(RNGState.from_dict(box[0]), cuda_device)  # type: ignore[arg-type]
+    restore(RNGState.from_dict(box[0]), cuda_device)

@@ -81,7 +81,8 @@ class GradSplicer:
         self._done_this_micro = False
         self.decision: Decision | None = None
         self._handles: list[RemovableHandle] = [
-            p.register_post_accumulate_grad_hook(self._on_accumulated) for p in self._params
+            p.register_post_accumulate_grad_hook(self._on_accumulated)  # type: ignore[no-untyped-call]
+            for p in self._params
         ]
 
     @property

@@ -130,7 +130,11 @@ class Layout:
                 for view, i in zip(views, group.indices, strict=True):
                     torch.mul(value[i], scale, out=view)
             if g == 0:
-                flat[group.numel :].copy_(flags if flags is not None else 0)
+                tail = flat[group.numel :]
+                if flags is None:
+                    tail.zero_()
+                else:
+                    tail.copy_(flags)
             flats.append(flat)
         return flats
 
@@ -212,9 +216,9 @@ class HalvingReduce(CrossWorker):
             keep_low = self.worker & distance == 0
             keep = slice(lo, mid) if keep_low else slice(mid, hi)
             give = slice(mid, hi) if keep_low else slice(lo, mid)
-            sends = [dist.isend(flat[c], partner) for c in _chunks(give)]
+            sends = [_post(dist.isend(flat[c], partner)) for c in _chunks(give)]
             chunks = _chunks(keep)
-            recvs = [dist.irecv(tmp[c], partner) for c in chunks]
+            recvs = [_post(dist.irecv(tmp[c], partner)) for c in chunks]
             for c, req in zip(chunks, recvs, strict=True):
                 req.wait()
                 flat[c].add_(tmp[c])  # left + right == right + left, bit for bit
@@ -224,13 +228,19 @@ class HalvingReduce(CrossWorker):
             lo, hi = keep.start, keep.stop
             distance *= 2
         for partner, mine, theirs in reversed(trail):
-            reqs = [dist.isend(flat[c], partner) for c in _chunks(mine)]
-            reqs += [dist.irecv(flat[c], partner) for c in _chunks(theirs)]
+            reqs = [_post(dist.isend(flat[c], partner)) for c in _chunks(mine)]
+            reqs += [_post(dist.irecv(flat[c], partner)) for c in _chunks(theirs)]
             for req in reqs:
                 req.wait()
 
 
 _CHUNK = 1 << 20  # elements per message
+
+
+def _post(work: dist.Work | None) -> dist.Work:
+    if work is None:  # only when this process is not in the group, which cannot happen here
+        raise TidalRuntimeError("point-to-point transfer was not posted")
+    return work
 
 
 def _chunks(span: slice) -> list[slice]:

@@ -108,7 +108,7 @@ def restore(state: RNGState, cuda_device: torch.device | None) -> None:
     if cuda_device is not None and state.cuda is not None:
         torch.cuda.set_rng_state(state.cuda, cuda_device)
     random.setstate(state.python)
-    np.random.set_state(state.numpy)  # type: ignore[arg-type]
+    np.random.set_state(state.numpy)
 
 
 class StreamSwitcher:
