@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,31 @@ def test_periodic_asynchronous_checkpoints_and_checkpoint_now(
     assert names == ["ckpt-00000004", "ckpt-00000007", "ckpt-00000008", "ckpt-00000009"]
     assert set(states) <= {"running", "checkpointing"}
     assert status(ckpt)["state"] == "succeeded"
+
+
+def test_time_based_checkpoints_follow_worker_zeros_clock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    monkeypatch.setenv("TIDAL_CHECKPOINT_EVERY_S", "0.15")
+    monkeypatch.setenv("TIDAL_CHECKPOINT_KEEP", "100")
+    monkeypatch.setenv("TIDAL_CHECKPOINT_DIR", str(ckpt))
+    monkeypatch.setenv("TIDAL_WORLD", "2")
+    model, optimizer, loader, _ = make_objects(2, 1, small_dataset())
+    model, optimizer, loader = tidal.prepare(model, optimizer, loader)
+    started = time.monotonic()
+    for _ in tidal.epochs(1):
+        for x, y in loader:
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    api.shutdown()
+    steps = sorted(int(p.name[5:]) for p in ckpt.iterdir() if p.name.startswith("ckpt-"))
+    periodic = [s for s in steps if s != STEPS_PER_EPOCH]
+    assert 1 <= len(periodic) <= elapsed / 0.15 + 1, (steps, elapsed)
+    assert steps[-1] == STEPS_PER_EPOCH
 
 
 def test_settings_come_from_the_launchers_environment() -> None:

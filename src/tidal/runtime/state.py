@@ -106,14 +106,13 @@ def save_checkpoint(ctx: RuntimeContext, *, asynchronous: bool) -> None:
 def poll_async_checkpoint(ctx: RuntimeContext) -> None:
     """Report an asynchronous checkpoint in the status file once it has been committed."""
     step = ctx.pending_checkpoint_step
-    if step is None:
-        return
-    pending = getattr(ctx.manager, "_pending", None)
-    if pending is not None and not pending.done():
+    if step is None or ctx.manager.saving:
         return
     ctx.pending_checkpoint_step = None
-    if pending is not None and pending.exception() is not None:
-        logger.error("asynchronous checkpoint of step %d failed: %s", step, pending.exception())
+    try:
+        ctx.manager.wait()  # done already: returns at once, or raises the write's error
+    except Exception as exc:  # training goes on; the next checkpoint tries again
+        logger.error("asynchronous checkpoint of step %d failed: %s", step, exc)
         return
     ctx.status.checkpointed(step)
 
