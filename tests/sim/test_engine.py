@@ -228,6 +228,8 @@ def test_job_too_big_for_fleet_ends_unfinished() -> None:
 
 
 def test_until_stops_early() -> None:
-    jobs = [job("a", 4, 100.0), job("b", 4, 100.0, submit=50.0)]
+    jobs = [job("a", 4, 100.0), job("b", 4, 100.0, submit=50.0), job("c", 1, 1.0, submit=500)]
     result = simulate(jobs, ONE_NODE, GangFifo(), CostModel.zero(), until=120.0)
     assert result.job("a").completed and not result.job("b").completed
+    assert result.metrics.jobs == 3 and result.metrics.completed == 1
+    assert result.job("c").held_s == 0.0

@@ -82,13 +82,22 @@ class SimJob:
                     self.since_ckpt_s += used
                     self.work_done += self.rate * dt
 
-    def make_view(self) -> JobView:
+    def make_view(self, now: float) -> JobView:
+        """The job as the scheduler sees it at ``now`` (progress extrapolated, not settled)."""
+        work_done = self.work_done
+        attained = self.attained
+        if self.state is _RUNNING:
+            dt = now - self.last_t
+            if dt > 0.0:
+                work_done += self.rate * dt
+                attained += self.size * dt
+        work = self.spec.work
         view = JobView(
             self.spec,
             self.state,
             self.placement,
-            min(self.work_done, self.spec.work),
-            self.attained,
+            work_done if work_done < work else work,
+            attained,
             self.placed_at,
             self.last_checkpoint_at,
             self.preemptions,
