@@ -154,6 +154,13 @@ def worker_ddp(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def _publish(path: Path, text: str) -> None:
+    """Write a small file atomically, so the measuring process never reads it half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def worker_preempt(args: argparse.Namespace) -> None:
     """A long Tidal job under ``tidal run``: reports pids and when its first step is done."""
     import tidal
@@ -161,7 +168,7 @@ def worker_preempt(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     rank = int(os.environ.get("RANK", "0"))
-    (out / f"pid-{rank}").write_text(str(os.getpid()))
+    _publish(out / f"pid-{rank}", str(os.getpid()))
     model = build_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loader = DataLoader(dataset(20_000), batch_size=BATCH, shuffle=True)
@@ -174,7 +181,7 @@ def worker_preempt(args: argparse.Namespace) -> None:
             opt.zero_grad()
             if first and rank == 0:
                 first = False
-                (out / "first-step").write_text(repr(time.time()))
+                _publish(out / "first-step", repr(time.time()))
 
 
 # ====================================================================== measurements
@@ -355,8 +362,7 @@ def bench_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     base: list[float] = []
     fractions, blocking, overlapped = [], [], []
     for c in range(args.async_repeats):
-        base += timed(5)
-        ref = median(base)
+        before = timed(6)
         t = time.perf_counter()
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": c}
         mgr.save(c + 1, shared=state, per_rank={0: {}}, meta={}, asynchronous=True)
@@ -366,6 +372,10 @@ def bench_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while mgr.saving:
             window += timed(1)
         mgr.wait()
+        after = timed(max(6, len(window)))
+        # Paired reference: the steps just before and after, so load drift cancels out.
+        ref = median(before + after)
+        base += before + after
         fractions.append(sum(window) / (len(window) * ref) - 1)
         overlapped.append(len(window))
         log(
@@ -507,17 +517,29 @@ def main() -> None:
         },
         "model_parameters": sum(p.numel() for p in build_model().parameters()),
     }
+    parts: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
+        ("checkpoint", lambda t: bench_checkpoint(args, t)),
+        ("async", lambda t: bench_async(args, t)),
+        ("splice", lambda t: bench_splice(args)),
+        ("ddp", lambda t: bench_ddp(args, t)),
+        ("preempt_resume", lambda t: bench_preempt_resume(args, t)),
+    ]
+    errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="tidal-bench-") as tmp:
-        t = Path(tmp)
-        result.update(bench_checkpoint(args, t))
-        result.update(bench_async(args, t))
-        result.update(bench_splice(args))
-        result.update(bench_ddp(args, t))
-        result.update(bench_preempt_resume(args, t))
+        for name, part in parts:
+            try:
+                result.update(part(Path(tmp)))
+            except Exception as e:  # report what was measured; name what was not
+                log(f"{name} failed: {e!r}")
+                errors[name] = repr(e)
+    if errors:
+        result["errors"] = errors
     result["bench_seconds"] = time.monotonic() - started
     result["machine"]["load_average_at_end"] = os.getloadavg()
     log(f"done in {result['bench_seconds']:.0f} s")
     print(json.dumps(result, indent=1, sort_keys=True))
+    if errors:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -253,8 +253,7 @@ class _DigestSink:
 
 def _hashing_writer(directory: Path, threads: int, sink: _DigestSink) -> Any:
     """DCP's FileSystemWriter, with streams that hash what they write (same files on disk)."""
-    from torch.distributed.checkpoint import FileSystemWriter
-    from torch.distributed.checkpoint.filesystem import FileSystem
+    from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemWriter
 
     class HashingFileSystem(FileSystem):
         @contextlib.contextmanager
@@ -287,7 +286,7 @@ def _without_zip_crc() -> contextlib.AbstractContextManager[Any]:
     """
     from torch.utils.serialization import config
 
-    return config.patch({"save.compute_crc32": False})  # type: ignore[no-any-return]
+    return config.patch({"save.compute_crc32": False})  # type: ignore[attr-defined,no-any-return]
 
 
 def save_shared(state: Mapping[str, Any], directory: Path) -> dict[str, cio.FileDigest]:
@@ -298,11 +297,11 @@ def save_shared(state: Mapping[str, Any], directory: Path) -> dict[str, cio.File
     sequentially is read back to hash it. One writer thread: without the CRC the write is
     bound by the disk, and DCP's extra threads would not inherit the thread-local setting.
     """
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import save
 
     sink = _DigestSink()
     with _without_zip_crc():
-        dcp.save(dict(state), storage_writer=_hashing_writer(directory, 1, sink), no_dist=True)
+        save(dict(state), storage_writer=_hashing_writer(directory, 1, sink), no_dist=True)
     digests: dict[str, cio.FileDigest] = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
@@ -317,10 +316,10 @@ def load_shared(directory: Path, skeleton: Skeleton, template: Mapping[str, Any]
     Tensors are loaded in place into ``template``'s tensors where shape and dtype match
     (so they keep their device); other tensors are allocated on the CPU.
     """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+    from torch.distributed.checkpoint.state_dict_loader import load
 
     reader = FileSystemReader(directory)
     metadata = reader.read_metadata()
@@ -337,7 +336,7 @@ def load_shared(directory: Path, skeleton: Skeleton, template: Mapping[str, Any]
         else:
             flat[fqn] = None  # filled in by the planner from the pickled bytes
     planner = DefaultLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False)
-    dcp.load(flat, storage_reader=FileSystemReader(directory), planner=planner, no_dist=True)
+    load(flat, storage_reader=FileSystemReader(directory), planner=planner, no_dist=True)
     by_path = {tuple(mappings.get(fqn, (fqn,))): value for fqn, value in flat.items()}
     return rebuild(skeleton, by_path)
 

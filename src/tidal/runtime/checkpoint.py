@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tidal.runtime import _ckpt_commit as commit
 from tidal.runtime import _ckpt_io as cio
 from tidal.runtime import _ckpt_manifest as manifest
 from tidal.runtime import _ckpt_state as state
@@ -167,7 +168,7 @@ class CheckpointManager:
 
     @property
     def saving(self) -> bool:
-        """Whether an asynchronous save is still being written (or its error not yet seen)."""
+        """Whether an asynchronous save is still being written."""
         pending = self._pending
         return pending is not None and not pending.done()
 
@@ -289,49 +290,12 @@ class CheckpointManager:
         return digests
 
     def _await_other_workers(self, tmp: Path, step: int) -> dict[str, cio.FileDigest]:
-        waiting = set(range(1, self.workers))
-        files: dict[str, cio.FileDigest] = {}
-        deadline = time.monotonic() + self._commit_timeout_s
-        delay = 0.005
-        while waiting:
-            for worker in sorted(waiting):
-                marker = tmp / cio.done_marker(worker)
-                try:
-                    if marker.stat().st_mtime < cio.PROCESS_STARTED_AT:
-                        continue  # left by an earlier launch; the fresh one will replace it
-                    raw = cio.read_json(marker)
-                except (FileNotFoundError, ValueError):
-                    continue  # not written yet (markers are renamed into place)
-                expected = {"step": step, "workers": self.workers, "world": self.world}
-                if any(raw.get(k) != v for k, v in expected.items()):
-                    continue  # stale marker of another attempt; the new one will replace it
-                for rel, d in raw.get("files", {}).items():
-                    files[rel] = cio.FileDigest.from_json(d, f"{marker}: {rel}")
-                waiting.discard(worker)
-            if not waiting:
-                break
-            if time.monotonic() > deadline:
-                raise CheckpointError(
-                    f"checkpoint of step {step} in {tmp}: workers {sorted(waiting)} did not "
-                    f"finish their part within {self._commit_timeout_s:.0f} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return files
+        return commit.await_markers(
+            tmp, step, workers=self.workers, world=self.world, timeout_s=self._commit_timeout_s
+        )
 
     def _check_ranks_complete(self, tmp: Path, files: Mapping[str, cio.FileDigest]) -> None:
-        missing = [r for r in range(self.world) if cio.rank_file(r) not in files]
-        if missing:
-            raise CheckpointError(
-                f"checkpoint in {tmp} lacks the state of logical ranks {missing}: every "
-                f"rank in [0, {self.world}) must be saved by the worker hosting it"
-            )
-        for rel, digest in files.items():
-            size = (tmp / rel).stat().st_size
-            if size != digest.size:
-                raise CheckpointError(
-                    f"{tmp / rel} has {size} bytes, its writer reported {digest.size}"
-                )
+        commit.check_ranks_complete(tmp, files, self.world)
 
     def _write_manifest(
         self, tmp: Path, job: _SaveJob, files: Mapping[str, cio.FileDigest]
@@ -344,50 +308,13 @@ class CheckpointManager:
         cio.fsync_tree(tmp)
 
     def _commit(self, tmp: Path, step: int) -> Path:
-        final = self.root / cio.committed_name(step)
-        if final.exists():  # an abandoned timeline reached this step before
-            aside = self.root / f"{final.name}.old-{os.getpid()}"
-            os.rename(final, aside)
-            cio.remove_tree(aside)
-        os.rename(tmp, final)
-        cio.fsync_dir(self.root)
-        return final
+        return commit.commit(self.root, tmp, step)
 
     def _prune(self, step: int) -> None:
-        committed = cio.committed_steps(self.root)
-        for s, path in committed.items():
-            if s > step:
-                logger.warning(
-                    "removing checkpoint %s: the job resumed from an earlier step and "
-                    "committed step %d",
-                    path,
-                    step,
-                )
-                cio.remove_tree(path)
-        older = sorted((s for s in committed if s < step), reverse=True)
-        for s in older[self.keep - 1 :]:
-            cio.remove_tree(committed[s])
-        for s, path in cio.temporary_steps(self.root).items():
-            if s < step:
-                cio.remove_tree(path)
-        for path in cio.doomed_dirs(self.root):
-            cio.remove_tree(path)
+        commit.prune(self.root, step, self.keep)
 
     def _remove_stale(self) -> None:
-        """Worker 0 at start-up removes temporary directories of interrupted writes.
-
-        Anything last modified before this process started belongs to an earlier launch
-        (a launch's workers reach their first checkpoint only after worker 0 started);
-        a temporary directory a faster worker of this launch already writes is kept.
-        """
-        for path in [*cio.temporary_steps(self.root).values(), *cio.doomed_dirs(self.root)]:
-            try:
-                stale = cio.newest_mtime(path) < cio.PROCESS_STARTED_AT
-            except FileNotFoundError:
-                continue
-            if stale:
-                logger.info("removing %s left by an interrupted checkpoint write", path)
-                cio.remove_tree(path)
+        commit.remove_stale(self.root)
 
     def _phase(self, name: str) -> None:
         if self._on_phase is not None:
