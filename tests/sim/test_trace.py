@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from tidal.core import Tier
-from tidal.sim import TraceError, default_checkpoint_bytes, load_trace, synthetic_trace, tier_for
+from tidal.sim import (
+    TraceError,
+    default_checkpoint_bytes,
+    load_trace,
+    save_trace,
+    synthetic_trace,
+    tier_for,
+)
 
 from .conftest import trace_file
 
@@ -121,3 +128,9 @@ def test_vc103959_by_name() -> None:
     jobs = load_trace("philly_vc103959", trace_dir=path.parent)
     assert len(jobs) == 876
     assert {j.tenant for j in jobs} == {"default"}
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    jobs = synthetic_trace(300, seed=5, capacity=32)
+    save_trace(jobs, tmp_path / "syn.csv")
+    assert load_trace(tmp_path / "syn.csv", seed=5) == jobs

@@ -264,7 +264,10 @@ def _report(results: Sequence[SimResult], as_json: bool, plot: Path | None, titl
     if as_json:
         typer.echo(results_json(results))
     else:
-        Console().print(results_table(results, title=title))
+        console = Console()
+        if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+            console = Console(width=160)
+        console.print(results_table(results, title=title))
     if plot is not None:
         from tidal.sim.plot import plot_results
 

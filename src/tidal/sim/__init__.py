@@ -14,7 +14,13 @@ from tidal.sim.errors import PolicyActionError, SimError, TraceError
 from tidal.sim.metrics import JobResult, SimMetrics, SimResult, percentile
 from tidal.sim.quotas import proportional_quotas
 from tidal.sim.synthetic import synthetic_trace
-from tidal.sim.trace import default_checkpoint_bytes, load_trace, resolve_trace, tier_for
+from tidal.sim.trace import (
+    default_checkpoint_bytes,
+    load_trace,
+    resolve_trace,
+    save_trace,
+    tier_for,
+)
 
 __all__ = [
     "CostModel",
@@ -30,6 +36,7 @@ __all__ = [
     "percentile",
     "proportional_quotas",
     "resolve_trace",
+    "save_trace",
     "simulate",
     "synthetic_trace",
     "tier_for",

@@ -106,6 +106,24 @@ def load_trace(
     return jobs
 
 
+def save_trace(jobs: Iterable[JobSpec], path: str | os.PathLike[str]) -> None:
+    """Write ``jobs`` in the trace CSV form (tiers and checkpoint sizes are not stored:
+    reading the file back applies the rules again)."""
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*REQUIRED_COLUMNS, "vc"])
+        for spec in jobs:
+            writer.writerow(
+                [
+                    spec.id,
+                    repr(spec.submit_time),
+                    spec.world,
+                    repr(spec.work / spec.world),
+                    spec.tenant,
+                ]
+            )
+
+
 def _parse(
     path: Path,
     rows: Iterable[list[str]],
