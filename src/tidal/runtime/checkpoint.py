@@ -284,7 +284,6 @@ class CheckpointManager:
             cio.remove_tree(shared_dir)
         written = state.save_shared(shared, shared_dir)
         self._phase("shared-written")
-        cio.fsync_dir(shared_dir)
         digests = {f"{cio.SHARED_DIR}/{name}": d for name, d in written.items()}
         digests[cio.SHARED_STRUCTURE] = cio.digest_bytes(structure)
         return digests
