@@ -6,21 +6,18 @@ placements. See :class:`tidal.core.policies.tiered.TieredPolicy` for the rules.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tidal.core.placement import Placement
 from tidal.core.snapshot import JobView
 from tidal.core.spec import JobSpec
-from tidal.core.states import JobState
 from tidal.core.tiers import Tier
 
 _PREMIUM = Tier.PREMIUM
 _STANDARD = Tier.STANDARD
 _BASIC = Tier.BASIC
-_RUNNING = JobState.RUNNING
 
 
 DEFAULT_MIN_HOLD = 900.0
@@ -97,162 +94,6 @@ def las_key(
     )
 
 
-def victim_key(e: Entry) -> tuple[int, int, float, int, str]:
-    """Cheapest victims to checkpoint first: not protected by min-hold, small checkpoint,
-    most service already received (least attained service goes last, as LAS would)."""
-    view = e.view
-    return (1 if e.pinned else 0, e.spec.checkpoint_bytes, -view.attained, -e.held, e.id)
-
-
-def kill_loss(e: Entry, now: float) -> float:
-    """Device-seconds of work a kill would throw away: progress since the job's last
-    checkpoint, or since it was (re)started; nothing while it is still starting."""
-    view = e.view
-    if view.state is not _RUNNING:
-        return 0.0
-    since = max(
-        view.placed_at if view.placed_at is not None else view.spec.submit_time,
-        view.last_checkpoint_at if view.last_checkpoint_at is not None else -math.inf,
-    )
-    return max(0.0, now - since) * e.held
-
-
-def premium_admission(
-    entries: list[Entry], capacity: int, fits: Callable[[Entry], Placement | None]
-) -> tuple[list[Entry], list[Entry]]:
-    """Premium jobs first: running ones keep W; waiting ones are admitted, in submission
-    order, while the devices not held by premium work (``capacity`` counts devices still
-    being released) can hold them and ``fits(entry)`` finds them a compact placement once
-    every non-premium job is out of the way (None: no need to look; EMPTY: none), which
-    is kept as the entry's ``hint``. Returns ``(running, admitted)``."""
-    running = [e for e in entries if e.tier is _PREMIUM and e.held]
-    waiting = sorted(
-        (e for e in entries if e.tier is _PREMIUM and not e.held),
-        key=lambda e: (e.spec.submit_time, e.id),
-    )
-    avail = capacity
-    for e in running:
-        e.target = e.held
-        e.fixed = True
-        avail -= e.held
-    admitted: list[Entry] = []
-    for e in waiting:
-        e.fixed = True
-        if e.world > avail:
-            e.reason = (
-                f"waiting: premium jobs hold {capacity - avail} of {capacity} devices, "
-                f"{avail} left for a {e.world}-device job"
-            )
-        elif (hint := fits(e)) is not None and not hint:
-            e.reason = f"waiting: premium jobs leave no room for {e.world} devices together"
-        else:
-            e.hint = hint
-            e.target = e.world
-            avail -= e.world
-            admitted.append(e)
-    return running, admitted
-
-
-def stop_delay(e: Entry, config: TieredConfig) -> float:
-    """Estimated seconds until a checkpointed stop of ``e`` releases its devices."""
-    return config.checkpoint_fixed_s + e.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
-
-
-def sla_slack(p: Entry, config: TieredConfig) -> float:
-    """Seconds premium job ``p`` may wait and still meet its SLA (its declared work is the
-    run-time estimate)."""
-    return (1.0 / config.premium_sla - 1.0) * p.spec.full_duration
-
-
-def take_for_premium(
-    others: list[Entry],
-    admitted: list[Entry],
-    free_now: int,
-    soon: int,
-    now: float,
-    config: TieredConfig,
-) -> int:
-    """Find devices for each admitted premium job, in order: free ones, then ones being
-    released (unless it cannot afford to wait for them), then victims — basic before
-    standard, shrink before stop, cheapest first. Returns how many devices being released
-    were claimed.
-
-    A premium job too short to wait for a checkpoint (its SLA slack is below the fastest
-    checkpointed stop) takes devices from victims that are *killed* instead — those that
-    lose the least progress, at most ``config.kill_max_loss`` device-seconds each; a
-    shrink would need a checkpoint too. Victims get ``target``, ``fixed``, ``kill`` and
-    ``reason`` set.
-    """
-    if not admitted:
-        return 0
-    victims = [e for e in others if e.held]
-    by_cost: dict[Tier, list[Entry]] = {}
-    by_loss: dict[Tier, list[tuple[float, Entry]]] = {}
-    claimed = 0
-    fastest = config.checkpoint_fixed_s
-    for p in admitted:
-        need = p.world
-        use = min(free_now, need)
-        free_now -= use
-        need -= use
-        tight = sla_slack(p, config) < fastest + 1.0 / config.checkpoint_gib_per_s
-        if need and not tight:
-            use = min(soon - claimed, need)
-            claimed += use
-            need -= use
-        if not need:
-            continue
-        if not by_cost:
-            for tier in (_BASIC, _STANDARD):
-                group = [e for e in victims if e.tier is tier]
-                by_cost[tier] = sorted(group, key=victim_key)
-                by_loss[tier] = sorted(
-                    ((kill_loss(e, now), e) for e in group), key=lambda le: (le[0], le[1].id)
-                )
-        if tight:
-            for tier in (_BASIC, _STANDARD):
-                for loss, e in by_loss[tier]:
-                    if need <= 0 or loss > config.kill_max_loss:
-                        break
-                    need -= _take(e, 0, p, kill=True)
-        for tier in (_BASIC, _STANDARD):
-            for stop in (False, True):
-                for e in by_cost[tier]:
-                    if need <= 0:
-                        break
-                    have = e.target if e.fixed else e.held
-                    if have <= 0:
-                        continue
-                    if stop:
-                        need -= _take(e, 0, p, kill=False)
-                        continue
-                    new = e.spec.fit_size(have - need) or e.spec.min_size
-                    if new < have:
-                        need -= _take(e, new, p, kill=False)
-        if need > 0:  # nothing left to take: wait for devices being released after all
-            use = min(soon - claimed, need)
-            claimed += use
-    return claimed
-
-
-def _take(e: Entry, new: int, premium: Entry, kill: bool) -> int:
-    """Cut victim ``e`` to ``new`` devices for ``premium``; returns the devices freed."""
-    have = e.target if e.fixed else e.held
-    if have <= new:
-        return 0
-    e.target = new
-    e.fixed = True
-    if new:
-        e.reason = f"shrunk {e.held}→{new} for premium job {premium.id}"
-    elif kill:
-        e.kill = True
-        e.reason = f"stopped at once (no checkpoint) for premium job {premium.id}"
-    else:
-        e.kill = False
-        e.reason = f"stopped for premium job {premium.id}"
-    return have - new
-
-
 def guarantees(
     standard: list[Entry],
     capacity: int,
@@ -304,15 +145,13 @@ def allocate_others(
     the devices left over. Fixed entries (premium victims) keep their reduced targets.
     Sorts ``others`` into priority order."""
     free = room
-    min_hold = config.min_hold
     thresholds = config.las_thresholds
     for e in others:
         view = e.view
         e.key = las_key(view, thresholds, e.held)
         if e.fixed:
             free -= e.target
-        elif e.held and view.placed_at is not None and now - view.placed_at < min_hold:
-            e.pinned = True
+        elif e.pinned:
             e.target = e.held
             free -= e.held
     others.sort(key=_key_of)

@@ -72,12 +72,21 @@ def realize(
     hold.take()
     blocked: set[str] = set()  # device types with a premium job left waiting
     for e in premium:
-        if rnd.place(e.view, e.world):
+        hint = e.hint
+        if hint and hint.size == e.world:
+            if pool.fits(hint):
+                pool.take(hint)
+                rnd.set(e.view, hint)
+                continue  # where the premium finder meant it to go
+        elif rnd.place(e.view, e.world):
             continue  # on devices free now: it starts at once
         hold.give()
         device_type = e.spec.device_type
         free = pool.total_free(device_type)
-        if not (
+        if hint and hint.size == e.world and pool.fits(hint):
+            pool.take(hint)
+            rnd.set(e.view, hint)
+        elif not (
             rnd.place(e.view, e.world) or (free >= e.world and room is not None and room.make(e))
         ):
             blocked.add(device_type)
@@ -239,31 +248,21 @@ def _fill(rnd: Round, entries: list[Entry], now: _NowFree, config: TieredConfig)
                     continue  # stopped for premium work: it must not come straight back
                 if rnd.keep(e.view):
                     current = e.view.placement  # its devices were not needed after all
+                    have = current.size
                 else:
-                    current = now.relocate(e, _wanted(e, config))
-                    if not current:
-                        continue  # its devices went to others, and there is no room now
-                have = current.size
+                    # Its devices went to others: move it, at most at its size, onto devices
+                    # free now. Such a move (a migration or a shrink) is applied before any
+                    # grow or start that takes its old devices; a grow might not be.
+                    if now.relocate(e, e.held, 1):
+                        room[device_type] = pool.largest_free(device_type)
+                    continue
             elif not _place_best(rnd, e, e.world, 1):
                 continue
         if current is not None:
             wanted = _wanted(e, config)
             if wanted > have:
-                _grow(rnd, e, wanted) or _regrow(rnd, e, current, wanted, now)
+                _grow(rnd, e, wanted)
         room[device_type] = pool.largest_free(device_type)
-
-
-def _regrow(rnd: Round, e: Entry, current: Placement, most: int, now: _NowFree) -> bool:
-    """A running job cut this round (not for premium work) whose devices went to others:
-    move it, bigger, onto devices free now if there are any."""
-    if not e.held or e.fixed or current is e.view.placement:
-        return False
-    rnd.drop(e.view)
-    if now.relocate(e, most, current.size + 1):
-        return True
-    rnd.pool.take(current)
-    rnd.set(e.view, current)
-    return False
 
 
 class _NowFree:

@@ -11,6 +11,7 @@ from tidal.core.packing import FreePool, fleet_index
 from tidal.core.placement import Placement
 from tidal.core.plan import Plan
 from tidal.core.policies._common import Round, split_jobs
+from tidal.core.policies._premium import Premium, admit
 from tidal.core.policies._tiered_alloc import (
     DEFAULT_GROW_MIN_REMAINING,
     DEFAULT_KILL_MAX_LOSS,
@@ -19,8 +20,6 @@ from tidal.core.policies._tiered_alloc import (
     Entry,
     TieredConfig,
     allocate_others,
-    premium_admission,
-    take_for_premium,
 )
 from tidal.core.policies._tiered_place import realize
 from tidal.core.snapshot import ClusterSnapshot
@@ -130,7 +129,7 @@ class TieredPolicy:
             releasing[t] = releasing.get(t, 0) + count
         premium_pool: list[FreePool] = []
 
-        def room_for_premium(e: Entry) -> Placement | None:
+        def room_for_premium(e: Entry) -> Placement:
             """Where ``e`` fits compactly once only premium jobs hold devices."""
             if not premium_pool:
                 used: dict[str, int] = {}
@@ -141,6 +140,14 @@ class TieredPolicy:
                 premium_pool.append(FreePool(snapshot.fleet, used))
             return premium_pool[0].allocate(e.world, e.spec.device_type)
 
+        held_now: dict[int, int] = {}  # node index -> devices held now, stopping included
+        if any(v.spec.tier is _PREMIUM for v in waiting):
+            index = fx.index
+            for name, count in stopping.items():
+                held_now[index[name]] = held_now.get(index[name], 0) + count
+            for view in running:
+                for name, count in view.placement.parts:
+                    held_now[index[name]] = held_now.get(index[name], 0) + count
         groups: dict[str, list[Entry]] = {}
         for view in running:
             groups.setdefault(view.spec.device_type, []).append(Entry(view))
@@ -150,16 +157,24 @@ class TieredPolicy:
         admitted_all: list[Entry] = []
         left_by_type: dict[str, int] = {}
         now = snapshot.now
+        hold_since = now - config.min_hold
         for device_type in sorted(groups):
             group = groups[device_type]
             total = capacity.get(device_type, 0)  # devices being released included
             soon = releasing.get(device_type, 0)
-            premium_running, admitted = premium_admission(group, total, room_for_premium)
             others = [e for e in group if e.tier is not _PREMIUM]
+            for e in others:
+                placed = e.view.placed_at
+                e.pinned = bool(e.held) and placed is not None and placed > hold_since
+            premium_running, admitted = admit(group, total, room_for_premium)
             premium_held = sum(e.held for e in premium_running)
             wanted = sum(e.world for e in admitted)
-            free_now = total - soon - premium_held - sum(e.held for e in others)
-            from_soon = take_for_premium(others, admitted, max(0, free_now), soon, now, config)
+            from_soon = 0
+            if admitted:
+                finder = Premium(fx, device_type, others, held_now, soon, now, config)
+                for e in admitted:
+                    finder.find(e)
+                from_soon = finder.claimed
             premium_use: dict[str, int] = {}
             for e in premium_running + admitted:
                 premium_use[e.tenant] = premium_use.get(e.tenant, 0) + e.target

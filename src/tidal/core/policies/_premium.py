@@ -1,0 +1,315 @@
+"""Premium jobs under ``tiered``: who starts now, on which node, and whom they take from.
+
+Premium jobs always run at W and nobody takes their devices. A waiting premium job is
+admitted, in submission order, if the devices premium work does not hold can take it and
+it fits compactly once only premium jobs hold devices. Each admitted job then gets a node
+(its ``hint``), chosen so it starts as soon as possible at the lowest cost:
+
+1. a node with enough devices free *now* (best fit): it starts at once;
+2. otherwise devices that stopping jobs are releasing, if the job can afford to wait a
+   checkpoint's time (its SLA slack, from its declared work, exceeds it);
+3. otherwise victims on one node: basic jobs before standard ones, elastic victims shrunk
+   before anyone is stopped, the cheapest first. A job too short to wait for a checkpoint
+   prefers a node where victims can be *killed* (stopped at once without a checkpoint)
+   because each would lose at most ``kill_max_loss`` device-seconds of progress.
+
+Jobs larger than a node take victims by counts (basic, then standard; shrink, then stop)
+and are placed, clearing whole nodes if need be, in :mod:`._tiered_place`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from tidal.core.packing import FleetIndex
+from tidal.core.placement import Placement
+from tidal.core.policies._tiered_alloc import GIB, Entry, TieredConfig
+from tidal.core.states import JobState
+from tidal.core.tiers import Tier
+
+_PREMIUM = Tier.PREMIUM
+_STANDARD = Tier.STANDARD
+_BASIC = Tier.BASIC
+_RUNNING = JobState.RUNNING
+
+# A planned cut: (victim, devices it keeps, killed?)
+Cut = tuple[Entry, int, bool]
+
+
+def admit(
+    entries: list[Entry], capacity: int, fits: Callable[[Entry], Placement]
+) -> tuple[list[Entry], list[Entry]]:
+    """Running premium jobs keep W; waiting ones are admitted in submission order while the
+    devices not held by premium work (``capacity`` counts devices still being released)
+    can hold them and ``fits(entry)`` finds them a compact place beside premium work."""
+    running = [e for e in entries if e.tier is _PREMIUM and e.held]
+    waiting = sorted(
+        (e for e in entries if e.tier is _PREMIUM and not e.held),
+        key=lambda e: (e.spec.submit_time, e.id),
+    )
+    avail = capacity
+    for e in running:
+        e.target = e.held
+        e.fixed = True
+        avail -= e.held
+    admitted: list[Entry] = []
+    for e in waiting:
+        e.fixed = True
+        if e.world > avail:
+            e.reason = (
+                f"waiting: premium jobs hold {capacity - avail} of {capacity} devices, "
+                f"{avail} left for a {e.world}-device job"
+            )
+        elif not (hint := fits(e)):
+            e.reason = f"waiting: premium jobs leave no room for {e.world} devices together"
+        else:
+            e.hint = hint
+            e.target = e.world
+            avail -= e.world
+            admitted.append(e)
+    return running, admitted
+
+
+def kill_loss(e: Entry, now: float) -> float:
+    """Device-seconds of work a kill would throw away: progress since the job's last
+    checkpoint, or since it was (re)started; nothing while it is still starting."""
+    view = e.view
+    if view.state is not _RUNNING:
+        return 0.0
+    since = max(
+        view.placed_at if view.placed_at is not None else view.spec.submit_time,
+        view.last_checkpoint_at if view.last_checkpoint_at is not None else -math.inf,
+    )
+    return max(0.0, now - since) * e.held
+
+
+def sla_slack(p: Entry, config: TieredConfig) -> float:
+    """Seconds premium job ``p`` may wait and still meet its SLA (declared work as the
+    run-time estimate)."""
+    return (1.0 / config.premium_sla - 1.0) * p.spec.full_duration
+
+
+def stop_cost(e: Entry) -> tuple[int, int, float, str]:
+    """Cheapest victims to checkpoint first: past their minimum hold, small checkpoint,
+    most service already received (LAS would serve them last anyway)."""
+    return (1 if e.pinned else 0, e.spec.checkpoint_bytes, -e.view.attained, e.id)
+
+
+class Premium:
+    """Finds devices for the admitted premium jobs of one device type."""
+
+    def __init__(
+        self,
+        fx: FleetIndex,
+        device_type: str,
+        others: list[Entry],
+        held_now: dict[int, int],
+        soon: int,
+        now: float,
+        config: TieredConfig,
+    ) -> None:
+        self.fx = fx
+        self.nodes = fx.by_type.get(device_type, [])
+        self.node_cap = fx.max_cap.get(device_type, 0)
+        self.others = others
+        self.held_now = held_now  # node -> devices held by anyone now (stopping included)
+        self.soon = soon
+        self.claimed = 0  # devices being released that premium jobs wait for
+        self.now = now
+        self.config = config
+        self._free: dict[int, int] | None = None
+        self._occ: dict[int, list[tuple[Entry, int]]] | None = None
+        self._losses: dict[str, float] = {}
+
+    # -- lazily built views of the nodes ----------------------------------------------------
+
+    def free_now(self) -> dict[int, int]:
+        if self._free is None:
+            cap = self.fx.cap
+            held = self.held_now
+            self._free = {i: cap[i] - held.get(i, 0) for i in self.nodes}
+        return self._free
+
+    def occupants(self) -> dict[int, list[tuple[Entry, int]]]:
+        if self._occ is None:
+            index = self.fx.index
+            occ: dict[int, list[tuple[Entry, int]]] = {}
+            for e in self.others:
+                if e.held:
+                    for node, count in e.view.placement.parts:
+                        occ.setdefault(index[node], []).append((e, count))
+            self._occ = occ
+        return self._occ
+
+    def loss(self, e: Entry) -> float:
+        loss = self._losses.get(e.id)
+        if loss is None:
+            loss = self._losses[e.id] = kill_loss(e, self.now)
+        return loss
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def find(self, p: Entry) -> bool:
+        """Give ``p`` a node (its ``hint``) and cut victims if need be; False if it must
+        wait for devices being released."""
+        config = self.config
+        world = p.world
+        tight = sla_slack(p, config) < config.checkpoint_fixed_s + 1.0 / config.checkpoint_gib_per_s
+        if world <= self.node_cap:
+            free = self.free_now()
+            best = -1
+            for i in self.nodes:
+                f = free[i]
+                if f >= world and (best < 0 or f < free[best]):
+                    best = i
+                    if f == world:
+                        break
+            if best >= 0:
+                self._claim(p, best, [])
+                return True
+        if not tight and self.soon - self.claimed >= world:
+            self.claimed += world
+            return False
+        if (
+            not tight
+            and config.migrate
+            and sum(max(0, f) for f in self.free_now().values()) >= world
+        ):
+            # Enough devices are free, only scattered: placement migrates jobs to make a
+            # hole (defragmentation) instead of stopping anyone.
+            self._take_free(world)
+            return True
+        if world <= self.node_cap:
+            choice = self._best_node(p, tight)
+            if choice is not None:
+                self._claim(p, choice[0], choice[1])
+                return True
+        return self._by_counts(p, tight)
+
+    def _take_free(self, count: int) -> None:
+        """Count ``count`` scattered free devices as taken (fullest nodes first)."""
+        free = self.free_now()
+        for i in sorted(free, key=lambda i: (free[i], i)):
+            if count <= 0:
+                break
+            use = min(max(0, free[i]), count)
+            free[i] -= use
+            count -= use
+
+    def _claim(self, p: Entry, node: int, cuts: list[Cut]) -> None:
+        """Cut the victims and reserve ``node`` for ``p``."""
+        name = self.fx.names[node]
+        freed = 0
+        for e, keep, kill in cuts:
+            _cut(e, keep, kill, p)
+            freed += dict(e.view.placement.parts).get(name, 0) - keep
+        free = self.free_now()
+        free[node] += freed - p.world
+        p.hint = Placement(((name, p.world),))
+
+    def _best_node(self, p: Entry, tight: bool) -> tuple[int, list[Cut]] | None:
+        """The node where ``p`` can be made room for most cheaply, with the cuts."""
+        free = self.free_now()
+        occ = self.occupants()
+        cap = self.fx.cap
+        world = p.world
+        best: tuple[tuple[float, ...], int, list[Cut]] | None = None
+        for i, jobs in occ.items():
+            if cap[i] < world or free[i] + sum(c for _, c in jobs) < world:
+                continue
+            plan = self._cuts_on(i, jobs, world - free[i], tight)
+            if plan is None:
+                continue
+            score, cuts = plan
+            if best is None or (score, i) < (best[0], best[1]):
+                best = (score, i, cuts)
+        return None if best is None else (best[1], best[2])
+
+    def _cuts_on(
+        self, node: int, jobs: list[tuple[Entry, int]], need: int, tight: bool
+    ) -> tuple[tuple[float, ...], list[Cut]] | None:
+        """Victims on one node freeing ``need`` devices: basic before standard, shrink
+        before stop (not for a job that cannot wait), cheapest first."""
+        config = self.config
+        cuts: dict[str, Cut] = {}
+        freed: dict[str, int] = {}
+        standard_taken = 0
+        waits = 0
+        cost = 0.0
+        for tier in (_BASIC, _STANDARD):
+            group = [(e, c) for e, c in jobs if e.tier is tier and not e.fixed]
+            if not group:
+                continue
+            if not tight:
+                group.sort(key=lambda ec: stop_cost(ec[0]))
+                for e, c in group:
+                    if need <= 0:
+                        break
+                    if c != e.held or not e.spec.elastic:
+                        continue  # shrink only jobs that live on this node alone
+                    keep = e.spec.fit_size(e.held - need) or e.spec.min_size
+                    if keep < e.held:
+                        cuts[e.id] = (e, keep, False)
+                        freed[e.id] = e.held - keep
+                        need -= e.held - keep
+                        waits = 1
+                        cost += e.spec.checkpoint_bytes / GIB
+                        standard_taken += (e.held - keep) if tier is _STANDARD else 0
+            else:
+                group.sort(key=lambda ec: (self.loss(ec[0]), ec[0].id))
+            for e, c in group:
+                if need <= 0:
+                    break
+                kill = tight and self.loss(e) <= config.kill_max_loss
+                more = c - freed.get(e.id, 0)
+                cuts[e.id] = (e, 0, kill)
+                need -= more
+                waits = max(waits, 0 if kill else 1)
+                cost += self.loss(e) if kill else e.spec.checkpoint_bytes / GIB
+                standard_taken += more if tier is _STANDARD else 0
+        if need > 0:
+            return None
+        return (waits, standard_taken, cost), list(cuts.values())
+
+    def _by_counts(self, p: Entry, tight: bool) -> bool:
+        """Jobs larger than a node: cut victims anywhere by counts; placement clears nodes."""
+        free = self.free_now()
+        need = p.world - sum(max(0, f) for f in free.values())
+        if need <= 0:
+            return True
+        for tier in (_BASIC, _STANDARD):
+            group = [e for e in self.others if e.tier is tier and e.held and not e.fixed]
+            group.sort(key=stop_cost)
+            for e in group:
+                if need <= 0:
+                    break
+                if e.spec.elastic and not tight:
+                    keep = e.spec.fit_size(e.held - need) or e.spec.min_size
+                    if keep < e.held:
+                        _cut(e, keep, False, p)
+                        need -= e.held - keep
+                        continue
+                _cut(e, 0, tight and self.loss(e) <= self.config.kill_max_loss, p)
+                need -= e.held
+        if need > 0:  # shrinking was not enough: stop the shrunk ones too
+            for e in self.others:
+                if need > 0 and e.fixed and e.target and e.tier is not _PREMIUM:
+                    need -= e.target
+                    _cut(e, 0, False, p)
+        if need > 0:
+            use = min(self.soon - self.claimed, need)
+            self.claimed += use
+        return True
+
+
+def _cut(e: Entry, keep: int, kill: bool, premium: Entry) -> None:
+    e.target = keep
+    e.fixed = True
+    e.kill = kill and not keep
+    if keep:
+        e.reason = f"shrunk {e.held}→{keep} for premium job {premium.id}"
+    elif e.kill:
+        e.reason = f"stopped at once (no checkpoint) for premium job {premium.id}"
+    else:
+        e.reason = f"stopped for premium job {premium.id}"
