@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,6 +69,55 @@ def torchrun_cmd(nproc: int, script: Path, args: Sequence[str]) -> list[str]:
         str(script),
         *args,
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_workers(
+    nproc: int, script: Path, args: Sequence[str], env: Mapping[str, str], timeout: float = 240
+) -> None:
+    """Start ``nproc`` workers with the environment torchrun would give them, without its agent.
+
+    (Cheaper than torchrun on a small machine; torchrun itself is exercised elsewhere.)
+    """
+    port = str(free_port())
+    procs = []
+    for rank in range(nproc):
+        worker_env = dict(env)
+        worker_env.update(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(nproc),
+            LOCAL_WORLD_SIZE=str(nproc),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args],
+                env=worker_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=REPO,
+            )
+        )
+    outputs = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            outputs.append(out)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode != 0]
+    if failed:
+        raise AssertionError(f"workers {failed} failed:\n" + "\n".join(o[-3000:] for o in outputs))
 
 
 def tidal_cmd(*args: str) -> list[str]:

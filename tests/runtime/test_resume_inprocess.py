@@ -34,8 +34,11 @@ def runtime_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     for name in [k for k in os.environ if k.startswith("TIDAL_")]:
         monkeypatch.delenv(name, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: fast on a small machine, kernels alike
     yield
     api.shutdown()
+    torch.set_num_threads(threads)
 
 
 def status(ckpt: Path) -> dict:
