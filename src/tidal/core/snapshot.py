@@ -68,11 +68,14 @@ class ClusterSnapshot:
     _by_id: dict[str, JobView] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_id: dict[str, JobView] = {}
-        for view in self.jobs:
-            if view.id in by_id:
-                raise PlanError(f"job {view.id!r} appears twice in the snapshot")
-            by_id[view.id] = view
+        # One C-speed pass: a snapshot is built every scheduling round, for every live job.
+        by_id = {view.spec.id: view for view in self.jobs}
+        if len(by_id) != len(self.jobs):
+            seen: set[str] = set()
+            for view in self.jobs:
+                if view.spec.id in seen:
+                    raise PlanError(f"job {view.spec.id!r} appears twice in the snapshot")
+                seen.add(view.spec.id)
         object.__setattr__(self, "_by_id", by_id)
 
     def job(self, job_id: str) -> JobView:

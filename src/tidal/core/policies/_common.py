@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
+from typing import Generic, TypeVar
 
 from tidal.core.packing import FreePool
 from tidal.core.placement import EMPTY, Placement
@@ -15,6 +16,43 @@ from tidal.core.states import JobState
 log = logging.getLogger(__name__)
 
 _STOPPING = JobState.STOPPING
+
+
+T = TypeVar("T")
+
+
+class LazyReasons(Mapping[str, str], Generic[T]):
+    """Reasons, some written out and the rest formatted only when read.
+
+    A round may leave thousands of jobs waiting, each with a reason, while the caller reads
+    only those of the jobs it acts on; formatting them all every round would cost more
+    than the scheduling decision itself.
+    """
+
+    __slots__ = ("_fixed", "_lazy", "_make")
+
+    def __init__(self, fixed: dict[str, str], lazy: dict[str, T], make: Callable[[T], str]):
+        self._fixed = fixed
+        self._lazy = lazy
+        self._make = make
+
+    def __getitem__(self, job_id: str) -> str:
+        text = self._fixed.get(job_id)
+        if text is not None:
+            return text
+        return self._make(self._lazy[job_id])
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._fixed
+        for job_id in self._lazy:
+            if job_id not in self._fixed:
+                yield job_id
+
+    def __len__(self) -> int:
+        return len(self._fixed) + sum(1 for k in self._lazy if k not in self._fixed)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._fixed or job_id in self._lazy
 
 
 def split_jobs(snapshot: ClusterSnapshot) -> tuple[list[JobView], list[JobView], dict[str, int]]:
@@ -54,13 +92,20 @@ class Round:
         self.placements: dict[str, Placement] = {}
         self.reasons: dict[str, str] = {}
 
+    def keep_all(self, running: Sequence[JobView]) -> None:
+        """Keep every running job where it is (non-preemptive policies)."""
+        for view in running:
+            self.keep(view)
+
     def keep(self, view: JobView) -> bool:
         """Keep ``view`` where it is, if its devices are still free in this round."""
         placement = view.placement
         if not self.pool.fits(placement):
             return False
         self.pool.take(placement)
-        self.placements[view.id] = placement
+        self.placements[view.spec.id] = placement
+        if placement.size < view.spec.world:  # e.g. placed by another policy
+            self.reasons[view.spec.id] = f"running on {placement.size} of {view.spec.world} devices"
         return True
 
     def place(self, view: JobView, size: int) -> Placement:
@@ -88,23 +133,24 @@ class Round:
         checkpoint_on_stop: bool = True,
         explain_rest: bool = True,
         kill: frozenset[str] = frozenset(),
+        reasons: Mapping[str, str] | None = None,
     ) -> Plan:
         """The plan built so far. With ``explain_rest``, every job left short without a
         reason gets a generic one."""
         placements = self.placements
-        reasons = self.reasons
+        own = self.reasons
         for view in self.snapshot.jobs if explain_rest else ():
-            if view.id in reasons or view.state is _STOPPING or view.state.is_terminal:
+            if view.id in own or view.state is _STOPPING or view.state.is_terminal:
                 continue
             placement = placements.get(view.id)
             size = placement.size if placement is not None else 0
             if size < view.spec.world:
-                reasons[view.id] = (
+                own[view.id] = (
                     f"running on {size} of {view.spec.world} devices" if size else "waiting"
                 )
         return Plan(
             MappingProxyType(self.placements),
-            MappingProxyType(self.reasons),
+            MappingProxyType(own) if reasons is None else reasons,
             checkpoint_on_stop=checkpoint_on_stop,
             kill=kill,
         )

@@ -173,18 +173,30 @@ def allocate_others(
         left = owed.get(e.tenant, 0) - used.get(e.tenant, 0)
         if left <= 0:
             continue
-        size = e.spec.fit_size(min(_wanted(e, config), left, free))
+        size = e.spec.fit_size(min(e.held or e.world, left, free))
         if size:
             e.target = size
             used[e.tenant] = used.get(e.tenant, 0) + size
             free -= size
-    # Then borrowing by standard jobs, then basic jobs, on whatever is left.
+    # Then borrowing by standard jobs, then basic jobs, on whatever is left: running jobs
+    # keep what they hold and waiting ones start, in priority order...
     for group in (standard, basic):
         for e in group:
             if free <= 0:
                 break
             have = e.target
-            if have >= e.world:
+            size = e.spec.fit_size(min(e.held or e.world, have + free))
+            if size > have:
+                free -= size - have
+                e.target = size
+    # ...and only devices nobody needs go to running jobs that grow: growth never
+    # preempts anyone.
+    for group in (standard, basic):
+        for e in group:
+            if free <= 0:
+                break
+            have = e.target
+            if have < e.held or have >= e.world:
                 continue
             size = e.spec.fit_size(min(_wanted(e, config), have + free))
             if size > have:

@@ -254,6 +254,7 @@ def _fill(rnd: Round, entries: list[Entry], now: _NowFree, config: TieredConfig)
                     # free now. Such a move (a migration or a shrink) is applied before any
                     # grow or start that takes its old devices; a grow might not be.
                     if now.relocate(e, e.held, 1):
+                        e.reason = "moved: higher-priority work took its devices"
                         room[device_type] = pool.largest_free(device_type)
                     continue
             elif not _place_best(rnd, e, e.world, 1):

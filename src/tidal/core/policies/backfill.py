@@ -36,8 +36,7 @@ class BackfillPolicy:
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         running, waiting, stopping = split_jobs(snapshot)
         rnd = Round(snapshot, stopping)
-        for view in running:
-            rnd.keep(view)
+        rnd.keep_all(running)
         waiting.sort(key=submit_order)
         now = snapshot.now
         head: JobView | None = None
@@ -76,7 +75,7 @@ class BackfillPolicy:
             rnd.reasons[view.id] = (
                 f"waiting: would delay the reservation of {head.id} at t={shadow:.0f}"
             )
-        plan = rnd.plan()
+        plan = rnd.plan(explain_rest=False)
         log_round(self.name, snapshot, plan)
         return plan
 

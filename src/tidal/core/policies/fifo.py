@@ -23,22 +23,19 @@ class FifoPolicy:
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         running, waiting, stopping = split_jobs(snapshot)
         rnd = Round(snapshot, stopping)
-        for view in running:
-            rnd.keep(view)
+        rnd.keep_all(running)
         waiting.sort(key=submit_order)
-        head: str | None = None
-        for view in waiting:
-            if head is None:
-                if rnd.place(view, view.spec.world):
-                    continue
-                head = view.id
-                free = rnd.pool.total_free(view.spec.device_type)
-                largest = rnd.pool.largest_free(view.spec.device_type)
-                rnd.reasons[view.id] = waiting_reason(
-                    view.spec.world, free, f"head of the FIFO queue; largest hole {largest}"
-                )
-            else:
-                rnd.reasons[view.id] = f"waiting: behind {head} in the FIFO queue"
-        plan = rnd.plan()
+        for k, view in enumerate(waiting):
+            if rnd.place(view, view.spec.world):
+                continue
+            free = rnd.pool.total_free(view.spec.device_type)
+            largest = rnd.pool.largest_free(view.spec.device_type)
+            rnd.reasons[view.id] = waiting_reason(
+                view.spec.world, free, f"head of the FIFO queue; largest hole {largest}"
+            )
+            behind = f"waiting: behind {view.id} in the FIFO queue"  # one shared string
+            rnd.reasons.update(dict.fromkeys([v.spec.id for v in waiting[k + 1 :]], behind))
+            break
+        plan = rnd.plan(explain_rest=False)
         log_round(self.name, snapshot, plan)
         return plan

@@ -8,6 +8,9 @@ from tidal.core.policies._common import Round, capacity_by_type, log_round, spli
 from tidal.core.policies._gang import gang_in_order
 from tidal.core.snapshot import ClusterSnapshot, JobView
 
+_SUSPENDED = "suspended: its time slice ended and other jobs are waiting"
+_WAITING = "waiting for a time slice"
+
 
 class GandivaPolicy:
     """Round-robin time slicing of gang-scheduled jobs (Xiao et al., "Gandiva:
@@ -58,11 +61,9 @@ class GandivaPolicy:
         keyed = sorted(((self._key(v, now), v) for v in running + waiting), key=lambda kv: kv[0])
 
         def reason(view: JobView, preempted: bool) -> str:
-            if preempted:
-                return "suspended: its time slice ended and other jobs are waiting"
-            return f"waiting for a time slice ({view.spec.world} devices)"
+            return _SUSPENDED if preempted else _WAITING
 
         gang_in_order(rnd, [v for _, v in keyed], capacity_by_type(snapshot, stopping), reason)
-        plan = rnd.plan()
+        plan = rnd.plan(explain_rest=False)
         log_round(self.name, snapshot, plan)
         return plan

@@ -63,7 +63,7 @@ class PriorityKillPolicy:
                 rnd.reasons[victim.id] = (
                     f"killed for {view.spec.tier.value} job {view.id} (loses progress)"
                 )
-        plan = rnd.plan(checkpoint_on_stop=False)
+        plan = rnd.plan(checkpoint_on_stop=False, explain_rest=False)
         log_round(self.name, snapshot, plan)
         return plan
 

@@ -10,7 +10,7 @@ from tidal.core.errors import SpecError
 from tidal.core.packing import FreePool, fleet_index
 from tidal.core.placement import Placement
 from tidal.core.plan import Plan
-from tidal.core.policies._common import Round, split_jobs
+from tidal.core.policies._common import LazyReasons, Round, split_jobs
 from tidal.core.policies._premium import Premium, admit
 from tidal.core.policies._tiered_alloc import (
     DEFAULT_GROW_MIN_REMAINING,
@@ -188,9 +188,9 @@ class TieredPolicy:
             ordered.extend(others)
             admitted_all.extend(admitted)
         rnd = realize(snapshot, stopping, ordered, admitted_all, config)
-        self._explain(rnd, ordered, left_by_type)
+        reasons = self._explain(rnd, ordered, left_by_type)
         kill = frozenset(e.id for e in ordered if e.kill)
-        plan = rnd.plan(explain_rest=False, kill=kill)
+        plan = rnd.plan(explain_rest=False, kill=kill, reasons=reasons)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "round %d at t=%.1f: %d jobs, %d placed, %d short: %s",
@@ -203,36 +203,42 @@ class TieredPolicy:
             )
         return plan
 
-    def _explain(self, rnd: Round, ordered: list[Entry], left: dict[str, int]) -> None:
-        """A reason for every job that gets less than it asked for."""
-        reasons = rnd.reasons
+    def _explain(
+        self, rnd: Round, ordered: list[Entry], left: dict[str, int]
+    ) -> LazyReasons[Entry]:
+        """A reason for every job that gets less than it asked for (formatted on demand)."""
+        fixed = rnd.reasons
+        lazy: dict[str, Entry] = {}
         placements = rnd.placements
-        thresholds = self.config.las_thresholds
         for e in ordered:
             placement = placements.get(e.id)
             size = placement.size if placement is not None else 0
-            if size >= e.world:
-                if e.reason:  # e.g. migrated to make room: say why it moved
-                    reasons[e.id] = e.reason
-                continue
-            if e.reason:
-                reasons[e.id] = e.reason
-                continue
+            if e.reason:  # premium victims, moves: say why, short or not
+                fixed[e.id] = e.reason
+            elif size < e.world:
+                lazy[e.id] = e
+            else:
+                fixed.pop(e.id, None)
+        thresholds = self.config.las_thresholds
+
+        def make(e: Entry) -> str:
+            placement = placements.get(e.id)
+            size = placement.size if placement is not None else 0
             tier = e.tier.value
             level = bisect_right(thresholds, e.view.attained)
             if not size:
                 if e.held:
-                    reasons[e.id] = (
+                    return (
                         f"preempted: higher-priority work needs its {e.held} devices "
                         f"({tier}, service level {level})"
                     )
-                else:
-                    reasons[e.id] = (
-                        f"waiting: needs {e.spec.min_size} of {e.world} devices, "
-                        f"{left.get(e.spec.device_type, 0)} free after higher-priority work "
-                        f"({tier}, service level {level})"
-                    )
-            elif e.held and size < e.held:
-                reasons[e.id] = f"shrunk {e.held}→{size}: higher-priority work needs devices"
-            else:
-                reasons[e.id] = f"running on {size} of {e.world} devices: no more free"
+                return (
+                    f"waiting: needs {e.spec.min_size} of {e.world} devices, "
+                    f"{max(0, left.get(e.spec.device_type, 0))} free after higher-priority "
+                    f"work ({tier}, service level {level})"
+                )
+            if e.held and size < e.held:
+                return f"shrunk {e.held}→{size}: higher-priority work needs devices"
+            return f"running on {size} of {e.world} devices: no more free"
+
+        return LazyReasons(fixed, lazy, make)

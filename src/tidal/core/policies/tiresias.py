@@ -79,13 +79,20 @@ class TiresiasPolicy:
         keyed.sort(key=lambda kv: kv[0])
         queues = {v.id: k[0] for k, v in keyed}
 
+        texts: dict[tuple[int, bool], str] = {}
+
         def reason(view: JobView, preempted: bool) -> str:
             q = queues[view.id]
-            if preempted:
-                return f"preempted: jobs of higher queues need the devices (queue {q})"
-            return f"waiting in queue {q} (attained {view.attained:.0f} device-s)"
+            text = texts.get((q, preempted))
+            if text is None:  # one shared string per queue: rounds may have many waiting
+                if preempted:
+                    text = f"preempted: jobs of higher queues need the devices (queue {q})"
+                else:
+                    text = f"waiting in queue {q} of {len(self.thresholds) + 1}"
+                texts[(q, preempted)] = text
+            return text
 
         gang_in_order(rnd, [v for _, v in keyed], capacity_by_type(snapshot, stopping), reason)
-        plan = rnd.plan()
+        plan = rnd.plan(explain_rest=False)
         log_round(self.name, snapshot, plan)
         return plan
