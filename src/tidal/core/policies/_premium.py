@@ -33,6 +33,9 @@ _STANDARD = Tier.STANDARD
 _BASIC = Tier.BASIC
 _RUNNING = JobState.RUNNING
 
+# Checkpoint size assumed for the jobs a defragmentation migrates (to bound its delay).
+MIGRATE_GIB = 8.0
+
 # A planned cut: (victim, devices it keeps, killed?)
 Cut = tuple[Entry, int, bool]
 
@@ -84,6 +87,11 @@ def kill_loss(e: Entry, now: float) -> float:
     return max(0.0, now - since) * e.held
 
 
+def stop_delay(e: Entry, config: TieredConfig) -> float:
+    """Estimated seconds until a checkpointed stop of ``e`` releases its devices."""
+    return config.checkpoint_fixed_s + e.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
+
+
 def sla_slack(p: Entry, config: TieredConfig) -> float:
     """Seconds premium job ``p`` may wait and still meet its SLA (declared work as the
     run-time estimate)."""
@@ -106,6 +114,7 @@ class Premium:
         others: list[Entry],
         held_now: dict[int, int],
         soon: int,
+        soon_delay: float,
         now: float,
         config: TieredConfig,
     ) -> None:
@@ -115,6 +124,7 @@ class Premium:
         self.others = others
         self.held_now = held_now  # node -> devices held by anyone now (stopping included)
         self.soon = soon
+        self.soon_delay = soon_delay  # longest a stopping job may still take to release
         self.claimed = 0  # devices being released that premium jobs wait for
         self.now = now
         self.config = config
@@ -155,7 +165,8 @@ class Premium:
         wait for devices being released."""
         config = self.config
         world = p.world
-        tight = sla_slack(p, config) < config.checkpoint_fixed_s + 1.0 / config.checkpoint_gib_per_s
+        slack = sla_slack(p, config)
+        tight = slack < self.soon_delay  # cannot wait for the jobs now stopping
         if world <= self.node_cap:
             free = self.free_now()
             best = -1
@@ -172,20 +183,21 @@ class Premium:
             self.claimed += world
             return False
         if (
-            not tight
-            and config.migrate
+            config.migrate
+            and slack >= config.checkpoint_fixed_s + MIGRATE_GIB / config.checkpoint_gib_per_s
             and sum(max(0, f) for f in self.free_now().values()) >= world
         ):
-            # Enough devices are free, only scattered: placement migrates jobs to make a
-            # hole (defragmentation) instead of stopping anyone.
+            # Enough devices are free, only scattered, and the job can wait for a few
+            # checkpoints: placement migrates jobs to make a hole (defragmentation)
+            # instead of stopping anyone.
             self._take_free(world)
             return True
         if world <= self.node_cap:
-            choice = self._best_node(p, tight)
+            choice = self._best_node(p, slack)
             if choice is not None:
                 self._claim(p, choice[0], choice[1])
                 return True
-        return self._by_counts(p, tight)
+        return self._by_counts(p, slack)
 
     def _take_free(self, count: int) -> None:
         """Count ``count`` scattered free devices as taken (fullest nodes first)."""
@@ -208,7 +220,7 @@ class Premium:
         free[node] += freed - p.world
         p.hint = Placement(((name, p.world),))
 
-    def _best_node(self, p: Entry, tight: bool) -> tuple[int, list[Cut]] | None:
+    def _best_node(self, p: Entry, slack: float) -> tuple[int, list[Cut]] | None:
         """The node where ``p`` can be made room for most cheaply, with the cuts."""
         free = self.free_now()
         occ = self.occupants()
@@ -218,7 +230,7 @@ class Premium:
         for i, jobs in occ.items():
             if cap[i] < world or free[i] + sum(c for _, c in jobs) < world:
                 continue
-            plan = self._cuts_on(i, jobs, world - free[i], tight)
+            plan = self._cuts_on(i, jobs, world - free[i], slack)
             if plan is None:
                 continue
             score, cuts = plan
@@ -227,10 +239,12 @@ class Premium:
         return None if best is None else (best[1], best[2])
 
     def _cuts_on(
-        self, node: int, jobs: list[tuple[Entry, int]], need: int, tight: bool
+        self, node: int, jobs: list[tuple[Entry, int]], need: int, slack: float
     ) -> tuple[tuple[float, ...], list[Cut]] | None:
         """Victims on one node freeing ``need`` devices: basic before standard, shrink
-        before stop (not for a job that cannot wait), cheapest first."""
+        before stop, cheapest first. A victim whose checkpoint would outlast the premium
+        job's SLA slack is killed if that loses little, and never shrunk (a shrink
+        checkpoints too); the score counts the checkpoints the premium job would wait for."""
         config = self.config
         cuts: dict[str, Cut] = {}
         freed: dict[str, int] = {}
@@ -241,39 +255,37 @@ class Premium:
             group = [(e, c) for e, c in jobs if e.tier is tier and not e.fixed]
             if not group:
                 continue
-            if not tight:
-                group.sort(key=lambda ec: stop_cost(ec[0]))
-                for e, c in group:
-                    if need <= 0:
-                        break
-                    if c != e.held or not e.spec.elastic:
-                        continue  # shrink only jobs that live on this node alone
-                    keep = e.spec.fit_size(e.held - need) or e.spec.min_size
-                    if keep < e.held:
-                        cuts[e.id] = (e, keep, False)
-                        freed[e.id] = e.held - keep
-                        need -= e.held - keep
-                        waits = 1
-                        cost += e.spec.checkpoint_bytes / GIB
-                        standard_taken += (e.held - keep) if tier is _STANDARD else 0
-            else:
-                group.sort(key=lambda ec: (self.loss(ec[0]), ec[0].id))
+            group.sort(key=lambda ec: (self.loss(ec[0]), stop_cost(ec[0])))
             for e, c in group:
                 if need <= 0:
                     break
-                kill = tight and self.loss(e) <= config.kill_max_loss
+                if c != e.held or not e.spec.elastic or stop_delay(e, config) > slack:
+                    continue  # shrink only jobs on this node alone, if the wait is affordable
+                keep = e.spec.fit_size(e.held - need) or e.spec.min_size
+                if keep < e.held:
+                    cuts[e.id] = (e, keep, False)
+                    freed[e.id] = e.held - keep
+                    need -= e.held - keep
+                    cost += e.spec.checkpoint_bytes / GIB
+                    standard_taken += (e.held - keep) if tier is _STANDARD else 0
+            for e, c in group:
+                if need <= 0:
+                    break
+                late = stop_delay(e, config) > slack
+                kill = late and self.loss(e) <= config.kill_max_loss
                 more = c - freed.get(e.id, 0)
                 cuts[e.id] = (e, 0, kill)
                 need -= more
-                waits = max(waits, 0 if kill else 1)
+                waits += 1 if late and not kill else 0
                 cost += self.loss(e) if kill else e.spec.checkpoint_bytes / GIB
                 standard_taken += more if tier is _STANDARD else 0
         if need > 0:
             return None
         return (waits, standard_taken, cost), list(cuts.values())
 
-    def _by_counts(self, p: Entry, tight: bool) -> bool:
+    def _by_counts(self, p: Entry, slack: float) -> bool:
         """Jobs larger than a node: cut victims anywhere by counts; placement clears nodes."""
+        config = self.config
         free = self.free_now()
         need = p.world - sum(max(0, f) for f in free.values())
         if need <= 0:
@@ -284,13 +296,14 @@ class Premium:
             for e in group:
                 if need <= 0:
                     break
-                if e.spec.elastic and not tight:
+                late = stop_delay(e, config) > slack
+                if e.spec.elastic and not late:
                     keep = e.spec.fit_size(e.held - need) or e.spec.min_size
                     if keep < e.held:
                         _cut(e, keep, False, p)
                         need -= e.held - keep
                         continue
-                _cut(e, 0, tight and self.loss(e) <= self.config.kill_max_loss, p)
+                _cut(e, 0, late and self.loss(e) <= config.kill_max_loss, p)
                 need -= e.held
         if need > 0:  # shrinking was not enough: stop the shrunk ones too
             for e in self.others:

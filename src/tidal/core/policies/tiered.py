@@ -17,12 +17,14 @@ from tidal.core.policies._tiered_alloc import (
     DEFAULT_KILL_MAX_LOSS,
     DEFAULT_LAS_THRESHOLDS,
     DEFAULT_MIN_HOLD,
+    GIB,
     Entry,
     TieredConfig,
     allocate_others,
 )
 from tidal.core.policies._tiered_place import realize
 from tidal.core.snapshot import ClusterSnapshot
+from tidal.core.states import JobState
 from tidal.core.tiers import Tier
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,16 @@ class TieredPolicy:
             return premium_pool[0].allocate(e.world, e.spec.device_type)
 
         held_now: dict[int, int] = {}  # node index -> devices held now, stopping included
+        soon_delay: dict[str, float] = {}  # per type: longest a stopping job may still take
         if any(v.spec.tier is _PREMIUM for v in waiting):
+            if stopping:
+                for view in snapshot.jobs:
+                    if view.state is JobState.STOPPING:
+                        t = view.spec.device_type
+                        delay = config.checkpoint_fixed_s + (
+                            view.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
+                        )
+                        soon_delay[t] = max(soon_delay.get(t, 0.0), delay)
             index = fx.index
             for name, count in stopping.items():
                 held_now[index[name]] = held_now.get(index[name], 0) + count
@@ -171,7 +182,16 @@ class TieredPolicy:
             wanted = sum(e.world for e in admitted)
             from_soon = 0
             if admitted:
-                finder = Premium(fx, device_type, others, held_now, soon, now, config)
+                finder = Premium(
+                    fx,
+                    device_type,
+                    others,
+                    held_now,
+                    soon,
+                    soon_delay.get(device_type, 0.0),
+                    now,
+                    config,
+                )
                 for e in admitted:
                     finder.find(e)
                 from_soon = finder.claimed
