@@ -13,7 +13,14 @@ from tidal.core.snapshot import ClusterSnapshot
 
 @runtime_checkable
 class Policy(Protocol):
-    """Decides, never acts: the same snapshot always gives the same plan."""
+    """Decides, never acts: the same snapshot always gives the same plan.
+
+    A policy whose decisions change with time alone (demotion by attained service, time
+    slices, minimum hold times) also has an attribute ``tick: float | None``: the caller
+    (simulator or control loop) runs ``schedule`` at least every ``tick`` seconds while
+    jobs wait, not only when jobs arrive, finish or change state. ``None`` (or no
+    attribute) means events suffice.
+    """
 
     name: str
 
