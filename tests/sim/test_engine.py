@@ -233,3 +233,44 @@ def test_until_stops_early() -> None:
     assert result.job("a").completed and not result.job("b").completed
     assert result.metrics.jobs == 3 and result.metrics.completed == 1
     assert result.job("c").held_s == 0.0
+
+
+def _recorder(seen: list[tuple[float, float]]) -> Scripted:
+    def script(snapshot: ClusterSnapshot) -> dict[str, Placement]:
+        if "a" in snapshot:
+            seen.append((snapshot.now, snapshot.job("a").work_done))
+            return {"a": on("n0", 2)}
+        return {}
+
+    return Scripted(script)
+
+
+@pytest.mark.parametrize(
+    ("interval", "reported"), [(0.0, [0, 100, 200, 300]), (60.0, [0, 100, 100, 300])]
+)
+def test_progress_heartbeat(interval: float, reported: list[float]) -> None:
+    # a (W=2) starts at 0; arrivals at 50, 100 and 150 make rounds. Its view is rebuilt
+    # (exact) at 50, the first round after it changed state. With exact progress the policy
+    # then sees 2 × 100 at 100; on a 60 s heartbeat the next report is due at 110, so at 100
+    # it still sees the value reported at 50, and at 150 the fresh one.
+    jobs = [
+        job("a", 2, 500.0),
+        job("x", 1, 1.0, submit=50.0),
+        job("y", 1, 1.0, submit=100.0),
+        job("z", 1, 1.0, submit=150.0),
+    ]
+    seen: list[tuple[float, float]] = []
+    simulate(jobs, ONE_NODE, _recorder(seen), CostModel.zero(), progress_interval=interval)
+    assert seen[:4] == list(zip((0.0, 50.0, 100.0, 150.0), reported, strict=True))
+
+
+def test_restart_end_does_not_start_a_round() -> None:
+    # a is stopped at 10 for b (checkpoint 0, so devices are free at once); b runs 10..20;
+    # a resumes at 20 with a 30 s restart and runs its last 40 s, 50..90. Rounds: 0, 10
+    # (b arrives), 20 (b done) and 90 (a done) — not 50, when a's restart ends.
+    fleet = Fleet.uniform(1, 2)
+    jobs = [job("a", 2, 50.0), job("b", 2, 10.0, submit=10.0)]
+    policy = Scripted(_preempt_a_for_b)
+    result = simulate(jobs, fleet, policy, costs(checkpoint=0, restart=30))
+    assert policy.calls == [0.0, 10.0, 20.0, 90.0]
+    assert result.job("a").finish == pytest.approx(90.0)

@@ -5,7 +5,9 @@ Every scheduling round is the production path: snapshot → ``policy.schedule`` 
 
 Rounds are coalesced: events (arrivals, completions, ends of checkpoints and restarts) are
 handled at their exact times, and at most one round runs per distinct event time, only if
-something changed. With ``min_round_interval`` > 0 a round runs at most that often: changes
+something a policy could act on changed: a job arrived, finished, or released devices at
+the end of a checkpoint. The end of a restart only updates the job's view (no devices were
+freed and no demand appeared), and the next round sees it. With ``min_round_interval`` > 0 a round runs at most that often: changes
 inside the interval are decided together at its end, as a periodic scheduler would. A
 policy with a ``tick`` (seconds) is also called at least that often while jobs wait.
 
@@ -185,7 +187,9 @@ class Simulation:
         refresh = self._refresh
         every = self._progress_interval
         running = _RUNNING
-        while refresh and refresh[0][0] <= now:
+        due = len(refresh)  # reports queued before this round (each is re-queued once)
+        while due and refresh[0][0] <= now:
+            due -= 1
             _, job, version = refresh.popleft()
             if job.version == version and job.state is running:
                 views[job.spec.id] = job.make_view(now)

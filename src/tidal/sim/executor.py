@@ -175,17 +175,20 @@ class SimExecutor:
     # --- timed phases ------------------------------------------------------------------
 
     def phase_end(self, job: SimJob, version: int) -> bool:
-        """A checkpoint or restart finished. False if the event is stale."""
+        """A checkpoint or restart finished. True if that released devices (the only
+        outcome a new round could act on); False for a restart or a stale event."""
         if version != job.version:
             return False
         job.settle(self._clock.now())
         if job.state is _STARTING:
             self._run(job)
-        elif job.next_placement is not None:
+            return False
+        held = job.size
+        if job.next_placement is not None:
             self._moved(job, committed=True)
         else:
             self._stopped(job, committed=True)
-        return True
+        return job.size < held
 
     def finish(self, job: SimJob, version: int) -> bool:
         """The job's work is done. False if the event is stale."""
