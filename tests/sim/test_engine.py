@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidal.core import EMPTY, ClusterSnapshot, Fleet, JobState, Placement, Tier
-from tidal.sim import CostModel, PolicyActionError, simulate
+from tidal.sim import CostModel, PolicyActionError, SimError, simulate
 
 from .helpers import costs, job, on
 from .policies import GangFifo, Scripted
@@ -274,3 +274,8 @@ def test_restart_end_does_not_start_a_round() -> None:
     result = simulate(jobs, fleet, policy, costs(checkpoint=0, restart=30))
     assert policy.calls == [0.0, 10.0, 20.0, 90.0]
     assert result.job("a").finish == pytest.approx(90.0)
+
+
+def test_duplicate_job_ids_are_rejected() -> None:
+    with pytest.raises(SimError, match="'a' appears more than once"):
+        simulate([job("a", 1, 1.0), job("a", 1, 1.0, submit=9.0)], ONE_NODE, GangFifo())

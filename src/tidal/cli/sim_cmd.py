@@ -22,7 +22,7 @@ KNOWN_FLEETS = {"philly": (56, 8), "philly_vc103959": (8, 4)}
 FALLBACK_FLEET = (8, 8)
 DEMO_JOBS = 1500
 DEMO_FLEET = (8, 8)
-DEMO_LOAD = 1.0
+DEMO_LOAD = 1.3
 GIB = 1 << 30
 
 _SIM_HELP = (

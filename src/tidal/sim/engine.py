@@ -124,8 +124,6 @@ class Simulation:
             while ai < total and specs[ai].submit_time == t:
                 spec = specs[ai]
                 ai += 1
-                if spec.id in live:
-                    raise SimError(f"job id {spec.id!r} appears twice in the job list")
                 job = SimJob(spec)
                 live[spec.id] = job
                 views[spec.id] = job.make_view(t)
@@ -310,6 +308,11 @@ def simulate(
     horizon = math.inf if until is None else until
     if quotas is None:
         quotas = proportional_quotas(specs, fleet)
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            raise SimError(f"job id {spec.id!r} appears more than once in the job list")
+        seen.add(spec.id)
     capacity = {kind: fleet.capacity_of(kind) for kind in fleet.device_types()}
     too_big = [s.id for s in specs if s.min_size > capacity.get(s.device_type, 0)]
     if too_big:
