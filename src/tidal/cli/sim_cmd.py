@@ -87,6 +87,12 @@ def register(app: typer.Typer) -> None:
         min_round_interval: Annotated[
             float, typer.Option(help="Least simulated seconds between rounds.", min=0)
         ] = 0.0,
+        progress_interval: Annotated[
+            float,
+            typer.Option(
+                help="Seconds between progress reports of running jobs (0: exact).", min=0
+            ),
+        ] = 60.0,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
     ) -> None:
         _logging(verbose)
@@ -113,7 +119,9 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc), 2)
         names = _policies(policy)
         title = f"{trace}: {len(jobs)} jobs on {fleet.capacity} devices"
-        results = _run_all(jobs, fleet, names, costs, min_round_interval, as_json)
+        results = _run_all(
+            jobs, fleet, names, costs, min_round_interval, progress_interval, as_json
+        )
         _report(results, as_json, plot, title)
 
     @app.command("demo")
@@ -134,7 +142,7 @@ def register(app: typer.Typer) -> None:
         fleet = Fleet.uniform(*DEMO_FLEET)
         specs = synthetic_trace(jobs, seed=seed, capacity=fleet.capacity, load=DEMO_LOAD)
         title = f"demo: {len(specs)} synthetic jobs on {fleet.capacity} devices"
-        results = _run_all(specs, fleet, _policies("all"), CostModel(), 0.0, as_json)
+        results = _run_all(specs, fleet, _policies("all"), CostModel(), 0.0, 60.0, as_json)
         _report(results, as_json, plot, title)
 
 
@@ -204,6 +212,7 @@ def _run_all(
     names: Sequence[str],
     costs: CostModel,
     min_round_interval: float,
+    progress_interval: float,
     quiet: bool,
 ) -> list[SimResult]:
     from rich.console import Console
@@ -245,6 +254,7 @@ def _run_all(
                         policy,
                         costs,
                         min_round_interval=min_round_interval,
+                        progress_interval=progress_interval,
                         progress=update,
                     )
                 )
