@@ -6,7 +6,9 @@ Starts P worker processes (torchrun, gloo on CPU, NCCL on GPU) that each time, o
 MLP (about 12.6 M parameters with the default ``--hidden``) and W = P:
 
 * plain ``DistributedDataParallel``;
-* ``tidal.prepare`` with ``TIDAL_REDUCE=ordered`` (fixed tree, bitwise the same for any P);
+* ``tidal.prepare`` with ``TIDAL_REDUCE=ordered`` (fixed tree, bitwise the same for any P),
+  whose cross-worker part overlaps the backward pass in ~25 MB buckets;
+* the same with ``TIDAL_BUCKET_MB=0``: the whole exchange after backward (``ordered_serial``);
 * ``tidal.prepare`` with ``TIDAL_REDUCE=native`` (the backend's all-reduce).
 
 Prints one JSON object: median seconds per step of each, and each Tidal mode's overhead
@@ -70,7 +72,7 @@ def worker(args: argparse.Namespace) -> None:
 
         return step
 
-    results: dict[str, list[float]] = {"ddp": [], "ordered": [], "native": []}
+    results: dict[str, list[float]] = {"ddp": [], "ordered": [], "ordered_serial": [], "native": []}
     variants = {}
     ddp_model = DistributedDataParallel(build(args.hidden))
     ddp_opt = torch.optim.SGD(ddp_model.parameters(), lr=1e-3)
@@ -79,15 +81,16 @@ def worker(args: argparse.Namespace) -> None:
     # One tidal context at a time: build each mode when its turn comes.
     for _round in range(args.rounds):
         results["ddp"] += time_steps(variants["ddp"], args.steps)
-        for mode in ("ordered", "native"):
-            os.environ["TIDAL_REDUCE"] = mode
+        for arm in ("ordered", "ordered_serial", "native"):
+            os.environ["TIDAL_REDUCE"] = arm.removesuffix("_serial")
+            os.environ["TIDAL_BUCKET_MB"] = "0" if arm.endswith("_serial") else ""
             model = build(args.hidden)
             opt = torch.optim.SGD(model.parameters(), lr=1e-3)
             model, opt, loader = tidal.prepare(model, opt, DataLoader(data, 64))
             it = iter(loader)
             step = make_step(model, opt, it)
             step()  # warm-up: allocates the transfer buffers
-            results[mode] += time_steps(step, args.steps)
+            results[arm] += time_steps(step, args.steps)
             del it
             api.shutdown()
     if rank == 0:
@@ -97,7 +100,9 @@ def worker(args: argparse.Namespace) -> None:
             "workers": dist.get_world_size(),
             "parameters": params,
             "step_s": med,
+            "load_average": os.getloadavg(),
             "ordered_overhead_vs_ddp": med["ordered"] / med["ddp"] - 1,
+            "ordered_serial_overhead_vs_ddp": med["ordered_serial"] / med["ddp"] - 1,
             "native_overhead_vs_ddp": med["native"] / med["ddp"] - 1,
         }
         Path(args.result).write_text(json.dumps(out))

@@ -9,7 +9,9 @@ Keys (fractions are relative: 0.01 = 1 % slower / 1 % of the baseline):
 
 * ``ddp_overhead``: Tidal at P = W = 2 (default ordered reduction) vs plain DDP, same model
   and data, per-step median, arms interleaved in the same two processes (gloo).
-  ``ddp_overhead_native`` is the same with ``TIDAL_REDUCE=native``.
+  ``ddp_overhead_native`` is the same with ``TIDAL_REDUCE=native``, and
+  ``ddp_overhead_serial`` the ordered reduction with ``TIDAL_BUCKET_MB=0`` (its exchange
+  after backward instead of overlapped with it).
 * ``splice_overhead``: {k: t(one step of k logical ranks on one worker) / (k * t(one plain
   PyTorch step of one rank)) - 1}; ``splice_overhead_vs_accumulation`` compares with plain
   gradient accumulation over the same k micro-batches (one optimizer step).
@@ -127,7 +129,12 @@ def worker_ddp(args: argparse.Namespace) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     steps, warm = args.steps, args.warmup
-    results: dict[str, list[float]] = {"ddp": [], "tidal_ordered": [], "tidal_native": []}
+    results: dict[str, list[float]] = {
+        "ddp": [],
+        "tidal_ordered": [],
+        "tidal_serial": [],
+        "tidal_native": [],
+    }
     for rnd in range(args.rounds):
         for arm in results:
             model = build_model()
@@ -143,7 +150,9 @@ def worker_ddp(args: argparse.Namespace) -> None:
                     opt.zero_grad()
                     stamps.append(time.perf_counter())
             else:
-                os.environ["TIDAL_REDUCE"] = arm.removeprefix("tidal_")
+                serial = arm == "tidal_serial"
+                os.environ["TIDAL_REDUCE"] = "ordered" if serial else arm.removeprefix("tidal_")
+                os.environ["TIDAL_BUCKET_MB"] = "0" if serial else ""
                 stamps = _tidal_steps(model, steps + warm, 1, world)
             results[arm] += durations(stamps, warm)
             dist.barrier()
@@ -215,13 +224,17 @@ def bench_ddp(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"ddp benchmark workers failed ({proc.returncode})")
     raw = json.loads(out.read_text())
-    ddp, ordered, native = (median(raw[a]) for a in ("ddp", "tidal_ordered", "tidal_native"))
+    ddp, ordered, serial, native = (
+        median(raw[a]) for a in ("ddp", "tidal_ordered", "tidal_serial", "tidal_native")
+    )
     return {
         "ddp_overhead": ordered / ddp - 1,
+        "ddp_overhead_serial": serial / ddp - 1,
         "ddp_overhead_native": native / ddp - 1,
         "ddp_step_ms": {
             "ddp": ddp * 1e3,
             "tidal_ordered": ordered * 1e3,
+            "tidal_serial": serial * 1e3,
             "tidal_native": native * 1e3,
         },
     }

@@ -190,3 +190,18 @@ def test_native_reduction_is_within_tolerance_of_the_ordered_one(
             torch.testing.assert_close(native[name], value, rtol=1e-5, atol=2e-6, msg=name)
         else:
             assert torch.equal(native[name], value), name
+
+
+def test_bucketing_and_overlap_change_no_bit(
+    runs: Runs, data_args: list[str], tmp_path: Path
+) -> None:
+    """One bucket per parameter (overlapped), and no overlap at all: the same bits."""
+    reference = load_state(runs.by_workers[1])
+    args = ["--epochs", str(EPOCHS), *data_args]
+    for workers, bucket_mb in ((2, "0.000001"), (4, "0")):
+        out = tmp_path / f"p{workers}-bucket{bucket_mb}.pt"
+        env = clean_env(TIDAL_WORLD="4", TIDAL_BUCKET_MB=bucket_mb)
+        run_workers(workers, TRAIN, [*args, "--out", str(out)], env)
+        assert mismatches(reference, load_state(out)) == [], (
+            f"P={workers} TIDAL_BUCKET_MB={bucket_mb}"
+        )

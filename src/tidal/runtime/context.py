@@ -120,6 +120,7 @@ class RuntimeContext:
             ranks_per_worker=s.ranks_per_worker,
             cross=cross,
             votes=self._votes,
+            bucket_bytes=int(s.bucket_mb * 1024 * 1024),
         )
         self.buffers = BufferRule(models, current_rank=self.current_rank, workers=s.workers)
         self.patches = Patches(self._skip_step)

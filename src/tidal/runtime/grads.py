@@ -9,6 +9,11 @@ non-final micro-batches ``p.grad`` is left ``None``, so user code that runs befo
 micro-batch's backward the stack is drained, the cross-worker strategy finishes the fixed
 tree, and ``p.grad`` holds the averaged gradient, exactly as after a DDP backward.
 
+With the ordered halving strategy on CPU (:mod:`tidal.runtime.overlap`), the last
+micro-batch does not wait for the end of its backward: each parameter's post-accumulate
+hook finishes that parameter's local subtree at once, and full buckets start their
+cross-worker exchange while backward goes on; the end-of-backward callback only waits.
+
 Two small integer votes ride along with the gradient (stop requested, checkpoint
 requested); their sums are the workers' agreement for this step.
 """
@@ -24,7 +29,8 @@ from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
 from tidal.runtime.errors import SplicingError
-from tidal.runtime.reduce import CrossWorker, GradSet, add_into
+from tidal.runtime.overlap import OverlappedReduce
+from tidal.runtime.reduce import CrossWorker, GradSet, HalvingReduce, add_into
 from tidal.runtime.tree import PairwiseStack
 
 logger = logging.getLogger(__name__)
@@ -68,6 +74,7 @@ class GradSplicer:
         ranks_per_worker: int,
         cross: CrossWorker,
         votes: Callable[[], tuple[int, int]],
+        bucket_bytes: int = 0,
     ) -> None:
         self._params = list(params)
         self._world = world
@@ -80,6 +87,18 @@ class GradSplicer:
         self._queued = False
         self._done_this_micro = False
         self.decision: Decision | None = None
+        self._index = {id(p): i for i, p in enumerate(self._params)}
+        self._overlap: OverlappedReduce | None = None
+        if (
+            bucket_bytes > 0
+            and isinstance(cross, HalvingReduce)
+            and all(p.device.type == "cpu" for p in self._params)
+        ):
+            # one rank per worker: the 1/W is fused into the copy into the bucket
+            scale = 1.0 / world if world > 1 and ranks_per_worker == 1 else None
+            self._overlap = OverlappedReduce(
+                self._params, cross, scale=scale, cap_bytes=bucket_bytes
+            )
         self._handles: list[RemovableHandle] = [
             p.register_post_accumulate_grad_hook(self._on_accumulated)  # type: ignore[no-untyped-call]
             for p in self._params
@@ -89,11 +108,18 @@ class GradSplicer:
     def micro(self) -> Micro | None:
         return self._micro
 
+    @property
+    def overlapped(self) -> bool:
+        """Whether the cross-worker reduction overlaps the last micro-batch's backward."""
+        return self._overlap is not None
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self._micro = None
+        if self._overlap is not None:
+            self._overlap.close()
 
     # -- the loader drives these -------------------------------------------------------
     def begin_micro(self, micro: Micro) -> None:
@@ -119,6 +145,8 @@ class GradSplicer:
                 p.grad = c.clone() if c is not None else None
         self._micro = micro
         self._done_this_micro = False
+        if micro.final and self._overlap is not None:
+            self._overlap.begin()
 
     def end_micro(self) -> None:
         """Called when the user asks for the next batch (or leaves the loop)."""
@@ -129,13 +157,44 @@ class GradSplicer:
         self._stack.drain()
         self._micro = None
         self._carry = None
+        if self._overlap is not None:
+            self._overlap.abandon()
 
     # -- autograd side -----------------------------------------------------------------
-    def _on_accumulated(self, _param: torch.Tensor) -> None:
-        if self._micro is None or self._queued:
+    def _on_accumulated(self, param: torch.Tensor) -> None:
+        micro = self._micro
+        if micro is None:
             return
-        self._queued = True
-        Variable._execution_engine.queue_callback(self._after_backward)
+        if not self._queued:
+            self._queued = True
+            Variable._execution_engine.queue_callback(self._after_backward)
+        overlap = self._overlap
+        if overlap is not None and micro.final and not self._done_this_micro:
+            self._ready(self._index[id(param)], param.grad)
+            overlap.launch_ready(self._flags)
+
+    def _ready(self, i: int, g: torch.Tensor | None) -> None:
+        """Final micro-batch, overlapped: finish parameter i's local subtree now.
+
+        The same element-wise operations, in the same order, as the leaf scaling in
+        :meth:`_after_backward` followed by :meth:`PairwiseStack.push` of the last leaf
+        (which, with one subtree per worker, folds every partial sum on the stack).
+        """
+        assert self._overlap is not None
+        if g is None:
+            g = torch.zeros_like(self._params[i])
+        elif g.is_sparse:
+            raise SplicingError("sparse gradients are not supported by replica splicing")
+        if self._world > 1 and self._k > 1:
+            g.mul_(1.0 / self._world)
+        value = g
+        for partial in reversed(self._stack.partials()):
+            value = partial[i].add_(value)
+        self._overlap.ready(i, value)
+
+    def _flags(self) -> torch.Tensor:
+        stop, ckpt = self._votes()
+        return torch.tensor([float(stop), float(ckpt)])
 
     def _after_backward(self) -> None:
         self._queued = False
@@ -149,6 +208,9 @@ class GradSplicer:
                 "the losses and call backward() once per batch"
             )
         self._done_this_micro = True
+        if micro.final and self._overlap is not None:
+            self._finish_overlapped()
+            return
         leaf: GradSet = []
         for p in self._params:
             g = p.grad
@@ -166,12 +228,25 @@ class GradSplicer:
         if micro.final:
             self._reduce()
 
+    def _finish_overlapped(self) -> None:
+        overlap = self._overlap
+        assert overlap is not None
+        for i, p in enumerate(self._params):
+            if not overlap.has(i):  # no hook fired: unused in this backward
+                self._ready(i, p.grad)
+        overlap.launch_ready(self._flags)
+        total, summed = overlap.finish()
+        self._stack.drain()
+        self._set_result(total, summed)
+
     def _reduce(self) -> None:
-        stop, ckpt = self._votes()
-        flags = torch.tensor([float(stop), float(ckpt)])
+        flags = self._flags()
         # one rank per worker: the 1/W is fused into the copy made for the transfer
         scale = 1.0 / self._world if self._world > 1 and self._k == 1 else None
         total, summed = self._cross.reduce(self._stack.drain(), flags, scale)
+        self._set_result(total, summed)
+
+    def _set_result(self, total: GradSet, summed: torch.Tensor) -> None:
         for p, g in zip(self._params, total, strict=True):
             p.grad = g
         votes = [round(v) for v in summed.float().tolist()]

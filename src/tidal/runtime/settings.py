@@ -76,8 +76,11 @@ class RuntimeSettings:
     checkpoint_keep: int = 2
     job_id: str | None = None
     reduce: ReduceMode = ReduceMode.ORDERED
+    bucket_mb: float = 25.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.bucket_mb) and self.bucket_mb >= 0):
+            raise SettingsError(f"TIDAL_BUCKET_MB={self.bucket_mb} must be >= 0 (0: no overlap)")
         if self.world < 1:
             raise SettingsError(f"logical world size TIDAL_WORLD={self.world} must be >= 1")
         if self.workers < 1:
@@ -127,6 +130,11 @@ class RuntimeSettings:
         except ValueError:
             choices = ", ".join(m.value for m in ReduceMode)
             raise SettingsError(f"TIDAL_REDUCE={raw_mode!r} is not one of: {choices}") from None
+        raw_bucket = env.get("TIDAL_BUCKET_MB", "").strip()
+        try:
+            bucket_mb = float(raw_bucket) if raw_bucket else None
+        except ValueError:
+            raise SettingsError(f"TIDAL_BUCKET_MB={raw_bucket!r} is not a number") from None
         ckpt = env.get("TIDAL_CHECKPOINT_DIR", "").strip()
         job = env.get("TIDAL_JOB_ID", "").strip()
         addr = env.get("MASTER_ADDR", "").strip()
@@ -145,4 +153,5 @@ class RuntimeSettings:
             checkpoint_keep=keep if keep is not None else 2,
             job_id=job or None,
             reduce=mode,
+            bucket_mb=25.0 if bucket_mb is None else bucket_mb,
         )

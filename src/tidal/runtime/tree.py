@@ -113,6 +113,10 @@ class PairwiseStack(Generic[T]):
             lo, span = plo, 2 * span
         self._stack.append((lo, span, value))
 
+    def partials(self) -> list[T]:
+        """The partial sums on the stack, bottom (leftmost) first."""
+        return [v for _, _, v in self._stack]
+
     def drain(self) -> dict[Node, T]:
         """The frontier nodes and their values; the stack is empty afterwards."""
         out = {_node(lo, span, self._world): v for lo, span, v in self._stack}
