@@ -7,8 +7,10 @@ Prints one JSON object::
 
 ``round_ms_p99[n]`` is the 99th percentile wall time of one ``tiered`` round
 (``schedule`` + ``plan.diff``) on a fleet of ``n`` devices (8 per node) with ``n / 5``
-live jobs: a Philly-like mix of sizes, tiers and tenants, the fleet nearly full, the rest
-waiting, some jobs inside their minimum hold time, a few stopping. ``philly_sim_s`` is the
+live jobs: a Philly-like mix of sizes, tiers (20/50/30) and tenants, the fleet nearly
+full, the rest waiting (premium jobs rarely: they start when they arrive, so only about
+one in twenty of those that do not fit is still waiting), some jobs at smaller sizes,
+some inside their minimum hold time, a few stopping. ``philly_sim_s`` is the
 wall time of simulating the whole of ``philly.csv`` (from ``$TIDAL_TRACE_DIR``) under
 ``tiered`` on 56 nodes × 8 devices; it is null, with a note on stderr, when the trace or
 the simulator is missing.
@@ -53,6 +55,10 @@ def make_snapshot(devices: int, seed: int, per_node: int = 8) -> ClusterSnapshot
     for k in range(n_jobs):
         world = rng.choices(SIZES, SIZE_WEIGHTS)[0]
         tier = rng.choices(TIERS, TIER_WEIGHTS)[0]
+        if tier is Tier.PREMIUM and pool.total_free("gpu") < world and rng.random() > 0.05:
+            # Premium jobs start as soon as they arrive: few wait at any one time (those
+            # that arrived since the last round).
+            tier = rng.choices(TIERS[1:], TIER_WEIGHTS[1:])[0]
         duration = rng.lognormvariate(7.0, 2.0) + 60.0
         spec = JobSpec(
             id=f"j{k:06d}",

@@ -66,23 +66,37 @@ class FreePool:
     """Free devices per node, with O(devices per node) best-fit allocation.
 
     ``used`` maps node names to devices already taken (for instance by jobs that are
-    stopping). Nodes of every type share the pool; each allocation names its type.
+    stopping), and ``taken`` lists placements already made. Nodes of every type share the
+    pool; each allocation names its type.
     """
 
-    __slots__ = ("_buckets", "free", "fx")
+    __slots__ = ("_buckets", "_total", "free", "fx")
 
-    def __init__(self, fleet: Fleet, used: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        used: Mapping[str, int] | None = None,
+        taken: Iterable[Placement] = (),
+    ) -> None:
         fx = fleet_index(fleet)
         self.fx = fx
         free = list(fx.cap)
+        index = fx.index
         if used:
-            index = fx.index
             for name, count in used.items():
-                i = index[name]
-                free[i] -= count
-                if free[i] < 0:
-                    raise PlanError(f"node {name!r} overcommitted: {count} of {fx.cap[i]} devices")
+                free[index[name]] -= count
+        for placement in taken:
+            for name, count in placement.parts:
+                free[index[name]] -= count
+        if min(free, default=0) < 0:
+            i = free.index(min(free))
+            raise PlanError(
+                f"node {fx.names[i]!r} overcommitted: {fx.cap[i] - free[i]} of {fx.cap[i]} devices"
+            )
         self.free = free
+        self._total: dict[str, int] = {
+            t: sum(free[i] for i in idx) for t, idx in fx.by_type.items()
+        }
         self._buckets: dict[str, list[list[int]]] = {}
         for t, idx in fx.by_type.items():
             buckets: list[list[int]] = [[] for _ in range(fx.max_cap[t] + 1)]
@@ -99,8 +113,7 @@ class FreePool:
         return self.free[self.fx.index[node]]
 
     def total_free(self, device_type: str) -> int:
-        free = self.free
-        return sum(free[i] for i in self.fx.by_type.get(device_type, ()))
+        return self._total.get(device_type, 0)
 
     def largest_free(self, device_type: str) -> int:
         """Most free devices on any one node of ``device_type``."""
@@ -120,15 +133,18 @@ class FreePool:
         clone = object.__new__(FreePool)
         clone.fx = self.fx
         clone.free = list(self.free)
+        clone._total = dict(self._total)
         clone._buckets = {t: [list(s) for s in b] for t, b in self._buckets.items()}
         return clone
 
     # -- taking and giving back ----------------------------------------------------------
 
     def _set(self, i: int, new: int) -> None:
+        t = self.fx.types[i]
+        self._total[t] += new - self.free[i]
         self.free[i] = new
         if new:
-            self._buckets[self.fx.types[i]][new].append(i)
+            self._buckets[t][new].append(i)
 
     def take(self, placement: Placement) -> None:
         """Mark ``placement``'s devices as used; raise if they are not all free."""

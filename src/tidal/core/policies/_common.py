@@ -86,10 +86,17 @@ class Round:
 
     __slots__ = ("placements", "pool", "reasons", "snapshot")
 
-    def __init__(self, snapshot: ClusterSnapshot, stopping_used: dict[str, int]) -> None:
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        stopping_used: dict[str, int],
+        placements: dict[str, Placement] | None = None,
+    ) -> None:
+        """A round whose pool lacks the devices of stopping jobs and of ``placements``
+        (targets already decided, which the round starts with)."""
         self.snapshot = snapshot
-        self.pool = FreePool(snapshot.fleet, stopping_used)
-        self.placements: dict[str, Placement] = {}
+        self.placements: dict[str, Placement] = placements if placements is not None else {}
+        self.pool = FreePool(snapshot.fleet, stopping_used, self.placements.values())
         self.reasons: dict[str, str] = {}
 
     def keep_all(self, running: Sequence[JobView]) -> None:

@@ -20,9 +20,10 @@ and are placed, clearing whole nodes if need be, in :mod:`._tiered_place`.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 
-from tidal.core.packing import FleetIndex
+from tidal.core.packing import FleetIndex, FreePool
 from tidal.core.placement import Placement
 from tidal.core.policies._tiered_alloc import GIB, Entry, TieredConfig
 from tidal.core.states import JobState
@@ -35,6 +36,10 @@ _RUNNING = JobState.RUNNING
 
 # Checkpoint size assumed for the jobs a defragmentation migrates (to bound its delay).
 MIGRATE_GIB = 8.0
+
+# How many candidate nodes a premium job weighs when it needs victims (all of them on
+# fleets up to this many occupied nodes; the most promising ones on larger fleets).
+NODES_TO_WEIGH = 32
 
 # A planned cut: (victim, devices it keeps, killed?)
 Cut = tuple[Entry, int, bool]
@@ -112,45 +117,57 @@ class Premium:
         fx: FleetIndex,
         device_type: str,
         others: list[Entry],
-        held_now: dict[int, int],
+        now_pool: FreePool,
         soon: int,
         soon_delay: float,
         now: float,
         config: TieredConfig,
     ) -> None:
         self.fx = fx
+        self.device_type = device_type
         self.nodes = fx.by_type.get(device_type, [])
         self.node_cap = fx.max_cap.get(device_type, 0)
         self.others = others
-        self.held_now = held_now  # node -> devices held by anyone now (stopping included)
+        self.pool = now_pool  # devices free now (stopping jobs' included as taken)
         self.soon = soon
         self.soon_delay = soon_delay  # longest a stopping job may still take to release
         self.claimed = 0  # devices being released that premium jobs wait for
         self.now = now
         self.config = config
-        self._free: dict[int, int] | None = None
         self._occ: dict[int, list[tuple[Entry, int]]] | None = None
         self._losses: dict[str, float] = {}
+        self._candidates: list[int] | None = None
+        self._by_cost: list[Entry] | None = None
+        self._sorted: set[int] = set()
 
     # -- lazily built views of the nodes ----------------------------------------------------
 
-    def free_now(self) -> dict[int, int]:
-        if self._free is None:
-            cap = self.fx.cap
-            held = self.held_now
-            self._free = {i: cap[i] - held.get(i, 0) for i in self.nodes}
-        return self._free
+    def free_now(self) -> list[int]:
+        return self.pool.free
+
+    def total_free(self) -> int:
+        return self.pool.total_free(self.device_type)
 
     def occupants(self) -> dict[int, list[tuple[Entry, int]]]:
         if self._occ is None:
             index = self.fx.index
-            occ: dict[int, list[tuple[Entry, int]]] = {}
+            occ: defaultdict[int, list[tuple[Entry, int]]] = defaultdict(list)
             for e in self.others:
                 if e.held:
                     for node, count in e.view.placement.parts:
-                        occ.setdefault(index[node], []).append((e, count))
-            self._occ = occ
+                        occ[index[node]].append((e, count))
+            self._occ = dict(occ)
         return self._occ
+
+    def victims_on(self, node: int) -> list[tuple[Entry, int]]:
+        """The jobs on ``node`` in the order victims are weighed (least progress lost,
+        then cheapest to checkpoint); sorted the first time the node is weighed."""
+        jobs = self.occupants()[node]
+        if node not in self._sorted:
+            loss = self.loss
+            jobs.sort(key=lambda ec: (loss(ec[0]), stop_cost(ec[0])))
+            self._sorted.add(node)
+        return jobs
 
     def loss(self, e: Entry) -> float:
         loss = self._losses.get(e.id)
@@ -168,16 +185,9 @@ class Premium:
         slack = sla_slack(p, config)
         tight = slack < self.soon_delay  # cannot wait for the jobs now stopping
         if world <= self.node_cap:
-            free = self.free_now()
-            best = -1
-            for i in self.nodes:
-                f = free[i]
-                if f >= world and (best < 0 or f < free[best]):
-                    best = i
-                    if f == world:
-                        break
-            if best >= 0:
-                self._claim(p, best, [])
+            hole = self.pool.allocate(world, self.device_type)  # best fit, devices free now
+            if hole:
+                p.hint = hole
                 return True
         if not tight and self.soon - self.claimed >= world:
             self.claimed += world
@@ -185,7 +195,7 @@ class Premium:
         if (
             config.migrate
             and slack >= config.checkpoint_fixed_s + MIGRATE_GIB / config.checkpoint_gib_per_s
-            and sum(max(0, f) for f in self.free_now().values()) >= world
+            and self.total_free() >= world
         ):
             # Enough devices are free, only scattered, and the job can wait for a few
             # checkpoints: placement migrates jobs to make a hole (defragmentation)
@@ -201,13 +211,9 @@ class Premium:
 
     def _take_free(self, count: int) -> None:
         """Count ``count`` scattered free devices as taken (fullest nodes first)."""
-        free = self.free_now()
-        for i in sorted(free, key=lambda i: (free[i], i)):
-            if count <= 0:
+        for _ in range(count):
+            if not self.pool.allocate(1, self.device_type):
                 break
-            use = min(max(0, free[i]), count)
-            free[i] -= use
-            count -= use
 
     def _claim(self, p: Entry, node: int, cuts: list[Cut]) -> None:
         """Cut the victims and reserve ``node`` for ``p``."""
@@ -216,9 +222,11 @@ class Premium:
         for e, keep, kill in cuts:
             _cut(e, keep, kill, p)
             freed += dict(e.view.placement.parts).get(name, 0) - keep
-        free = self.free_now()
-        free[node] += freed - p.world
-        p.hint = Placement(((name, p.world),))
+        if freed:
+            self.pool.give(Placement(((name, freed),)))
+        hint = Placement(((name, p.world),))
+        self.pool.take(hint)
+        p.hint = hint
 
     def _best_node(self, p: Entry, slack: float) -> tuple[int, list[Cut]] | None:
         """The node where ``p`` can be made room for most cheaply, with the cuts."""
@@ -227,16 +235,35 @@ class Premium:
         cap = self.fx.cap
         world = p.world
         best: tuple[tuple[float, ...], int, list[Cut]] | None = None
-        for i, jobs in occ.items():
-            if cap[i] < world or free[i] + sum(c for _, c in jobs) < world:
+        looked = 0
+        for i in self.candidates():
+            jobs = occ[i]
+            if cap[i] < world or free[i] + sum(c for e, c in jobs if not e.fixed) < world:
                 continue
-            plan = self._cuts_on(i, jobs, world - free[i], slack)
+            plan = self._cuts_on(i, self.victims_on(i), world - free[i], slack)
             if plan is None:
                 continue
             score, cuts = plan
             if best is None or (score, i) < (best[0], best[1]):
                 best = (score, i, cuts)
+                if not any(score):
+                    break  # nobody waits, no standard job and no progress lost: optimal
+            looked += 1
+            if looked >= NODES_TO_WEIGH:
+                break
         return None if best is None else (best[1], best[2])
+
+    def candidates(self) -> list[int]:
+        """Nodes with non-premium jobs, most promising first (most devices free or held by
+        basic jobs); a premium job weighs at most ``NODES_TO_WEIGH`` of them."""
+        if self._candidates is None:
+            free = self.free_now()
+            score = {
+                i: free[i] + sum(c for e, c in jobs if e.tier is _BASIC)
+                for i, jobs in self.occupants().items()
+            }
+            self._candidates = sorted(score, key=lambda i: (-score[i], -free[i], i))
+        return self._candidates
 
     def _cuts_on(
         self, node: int, jobs: list[tuple[Entry, int]], need: int, slack: float
@@ -255,7 +282,6 @@ class Premium:
             group = [(e, c) for e, c in jobs if e.tier is tier and not e.fixed]
             if not group:
                 continue
-            group.sort(key=lambda ec: (self.loss(ec[0]), stop_cost(ec[0])))
             for e, c in group:
                 if need <= 0:
                     break
@@ -286,14 +312,15 @@ class Premium:
     def _by_counts(self, p: Entry, slack: float) -> bool:
         """Jobs larger than a node: cut victims anywhere by counts; placement clears nodes."""
         config = self.config
-        free = self.free_now()
-        need = p.world - sum(max(0, f) for f in free.values())
+        need = p.world - self.total_free()
         if need <= 0:
             return True
+        if self._by_cost is None:
+            self._by_cost = sorted((e for e in self.others if e.held), key=stop_cost)
         for tier in (_BASIC, _STANDARD):
-            group = [e for e in self.others if e.tier is tier and e.held and not e.fixed]
-            group.sort(key=stop_cost)
-            for e in group:
+            for e in self._by_cost:
+                if e.tier is not tier or e.fixed:
+                    continue
                 if need <= 0:
                     break
                 late = stop_delay(e, config) > slack

@@ -18,6 +18,7 @@ from tidal.core.tiers import Tier
 _PREMIUM = Tier.PREMIUM
 _STANDARD = Tier.STANDARD
 _BASIC = Tier.BASIC
+_RANKS = {t.value: t.rank for t in Tier}  # by value: hashing Enum members is slow
 
 
 DEFAULT_MIN_HOLD = 900.0
@@ -61,22 +62,34 @@ class Entry:
         "world",
     )
 
-    def __init__(self, view: JobView) -> None:
+    def __init__(
+        self, view: JobView, held: int, thresholds: Sequence[float], hold_since: float
+    ) -> None:
         spec = view.spec
         self.view = view
         self.spec: JobSpec = spec
-        self.id = spec.id
-        self.tier = spec.tier
+        self.id = job_id = spec.id
+        self.tier = tier = spec.tier
         self.tenant = spec.tenant
         self.world = spec.world
-        self.held = view.placement.size
+        self.held = held
         self.target = 0
         self.fixed = False  # target set by premium preemption; not revisited this round
-        self.pinned = False
+        placed = view.placed_at
+        # Inside its minimum hold time: keeps exactly what it has (premium work excepted).
+        self.pinned = held > 0 and placed is not None and placed > hold_since
         self.kill = False  # stopped without a checkpoint
         self.hint: Placement | None = None  # where a premium job fits beside premium work
         self.reason = ""
-        self.key: tuple[int, int, int, float, str] = (0, 0, 0, 0.0, "")
+        # Priority within the tier: discretized least attained service, running jobs
+        # before waiting ones at the same level, then first come first served.
+        self.key = (
+            _RANKS[tier._value_],
+            bisect_right(thresholds, view.attained),
+            0 if held else 1,
+            spec.submit_time,
+            job_id,
+        )
 
 
 def las_key(
@@ -145,10 +158,7 @@ def allocate_others(
     the devices left over. Fixed entries (premium victims) keep their reduced targets.
     Sorts ``others`` into priority order."""
     free = room
-    thresholds = config.las_thresholds
     for e in others:
-        view = e.view
-        e.key = las_key(view, thresholds, e.held)
         if e.fixed:
             free -= e.target
         elif e.pinned:
@@ -171,7 +181,7 @@ def allocate_others(
         if e.pinned:
             continue
         left = owed.get(e.tenant, 0) - used.get(e.tenant, 0)
-        if left <= 0:
+        if left < e.spec.sizes[0]:
             continue
         size = e.spec.fit_size(min(e.held or e.world, left, free))
         if size:
@@ -185,6 +195,8 @@ def allocate_others(
             if free <= 0:
                 break
             have = e.target
+            if e.spec.sizes[0] > have + free:
+                continue  # cannot start on what is left (a cheap test: queues may be long)
             size = e.spec.fit_size(min(e.held or e.world, have + free))
             if size > have:
                 free -= size - have

@@ -31,7 +31,6 @@ def realize(
     other job's start depends on devices it has not released.
     """
     placements: dict[str, Placement] = {}
-    used = dict(stopping)
     released: dict[str, int] = {}  # freed this round, but only after a checkpoint
     growers: list[Entry] = []  # jobs to grow or start, in priority order
     short: list[Entry] = []  # non-premium entries that may get less than W
@@ -57,12 +56,9 @@ def realize(
                 if not target:
                     continue
             placements[e.id] = kept
-            for node, count in kept.parts:
-                used[node] = used.get(node, 0) + count
         elif target and e.tier is not _PREMIUM:
             growers.append(e)
-    rnd = Round(snapshot, used)
-    rnd.placements.update(placements)
+    rnd = Round(snapshot, stopping, placements)
     pool = rnd.pool
     now = _NowFree(rnd, entries, stopping)
     room = _Room(rnd, entries, now) if config.migrate else None
@@ -70,8 +66,8 @@ def realize(
     premium = sorted(admitted, key=lambda e: (-e.world, e.spec.submit_time, e.id))
     hold = _Holds(pool, released)
     hold.take()
-    blocked: set[str] = set()  # device types with a premium job left waiting
-    for e in premium:
+    later: list[Entry] = []
+    for e in premium:  # first on devices free now: they start at once
         hint = e.hint
         if hint and hint.size == e.world:
             if pool.fits(hint):
@@ -79,8 +75,12 @@ def realize(
                 rnd.set(e.view, hint)
                 continue  # where the premium finder meant it to go
         elif rnd.place(e.view, e.world):
-            continue  # on devices free now: it starts at once
-        hold.give()
+            continue
+        later.append(e)
+    hold.give()
+    blocked: set[str] = set()  # device types with a premium job left waiting
+    for e in later:  # then on devices being released, or in a hole made by migration
+        hint = e.hint
         device_type = e.spec.device_type
         free = pool.total_free(device_type)
         if hint and hint.size == e.world and pool.fits(hint):
@@ -100,7 +100,7 @@ def realize(
                     f"waiting: {free} of {e.world} devices free, the rest being released "
                     "by jobs that are checkpointing"
                 )
-        hold.take()
+    hold.take()
     late: list[Entry] = []
     for first in (True, False):
         if not first:

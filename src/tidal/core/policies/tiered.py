@@ -10,7 +10,7 @@ from tidal.core.errors import SpecError
 from tidal.core.packing import FreePool, fleet_index
 from tidal.core.placement import Placement
 from tidal.core.plan import Plan
-from tidal.core.policies._common import LazyReasons, Round, split_jobs
+from tidal.core.policies._common import LazyReasons, Round
 from tidal.core.policies._premium import Premium, admit
 from tidal.core.policies._tiered_alloc import (
     DEFAULT_GROW_MIN_REMAINING,
@@ -23,7 +23,7 @@ from tidal.core.policies._tiered_alloc import (
     allocate_others,
 )
 from tidal.core.policies._tiered_place import realize
-from tidal.core.snapshot import ClusterSnapshot
+from tidal.core.snapshot import ClusterSnapshot, JobView
 from tidal.core.states import JobState
 from tidal.core.tiers import Tier
 
@@ -122,9 +122,39 @@ class TieredPolicy:
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         config = self.config
-        running, waiting, stopping = split_jobs(snapshot)
         fx = fleet_index(snapshot.fleet)
         capacity = fx.capacity
+        now = snapshot.now
+        hold_since = now - config.min_hold
+        thresholds = config.las_thresholds
+        # One pass over the jobs: classify and build the round's entries.
+        run, start, restart = JobState.RUNNING, JobState.STARTING, JobState.RESTARTING
+        pending, preempted, stop = JobState.PENDING, JobState.PREEMPTED, JobState.STOPPING
+        groups: dict[str, list[Entry]] = {}
+        stopping: dict[str, int] = {}
+        stopping_views: list[JobView] = []
+        premium_waits = False
+        for view in snapshot.jobs:
+            state = view.state
+            if state is run or state is start or state is restart:
+                held = view.placement.size
+                if not held:
+                    continue  # a holding state without devices: nothing to schedule
+            elif state is pending or state is preempted:
+                held = 0
+                if view.spec.tier is _PREMIUM:
+                    premium_waits = True
+            else:
+                if state is stop:
+                    stopping_views.append(view)
+                    for name, count in view.placement.parts:
+                        stopping[name] = stopping.get(name, 0) + count
+                continue
+            e = Entry(view, held, thresholds, hold_since)
+            group = groups.get(view.spec.device_type)
+            if group is None:
+                group = groups[view.spec.device_type] = []
+            group.append(e)
         releasing: dict[str, int] = {}  # devices held by stopping jobs, per type
         for name, count in stopping.items():
             t = fx.types[fx.index[name]]
@@ -134,36 +164,33 @@ class TieredPolicy:
         def room_for_premium(e: Entry) -> Placement:
             """Where ``e`` fits compactly once only premium jobs hold devices."""
             if not premium_pool:
-                used: dict[str, int] = {}
-                for view in running:
-                    if view.spec.tier is _PREMIUM:
-                        for node, count in view.placement.parts:
-                            used[node] = used.get(node, 0) + count
-                premium_pool.append(FreePool(snapshot.fleet, used))
+                premium_pool.append(
+                    FreePool(
+                        snapshot.fleet,
+                        taken=[
+                            x.view.placement
+                            for g in groups.values()
+                            for x in g
+                            if x.held and x.tier is _PREMIUM
+                        ],
+                    )
+                )
             return premium_pool[0].allocate(e.world, e.spec.device_type)
 
-        held_now: dict[int, int] = {}  # node index -> devices held now, stopping included
+        now_pool: FreePool | None = None  # devices free now (for premium jobs)
         soon_delay: dict[str, float] = {}  # per type: longest a stopping job may still take
-        if any(v.spec.tier is _PREMIUM for v in waiting):
-            if stopping:
-                for view in snapshot.jobs:
-                    if view.state is JobState.STOPPING:
-                        t = view.spec.device_type
-                        delay = config.checkpoint_fixed_s + (
-                            view.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
-                        )
-                        soon_delay[t] = max(soon_delay.get(t, 0.0), delay)
-            index = fx.index
-            for name, count in stopping.items():
-                held_now[index[name]] = held_now.get(index[name], 0) + count
-            for view in running:
-                for name, count in view.placement.parts:
-                    held_now[index[name]] = held_now.get(index[name], 0) + count
-        groups: dict[str, list[Entry]] = {}
-        for view in running:
-            groups.setdefault(view.spec.device_type, []).append(Entry(view))
-        for view in waiting:
-            groups.setdefault(view.spec.device_type, []).append(Entry(view))
+        if premium_waits:
+            for view in stopping_views:
+                t = view.spec.device_type
+                delay = config.checkpoint_fixed_s + (
+                    view.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
+                )
+                soon_delay[t] = max(soon_delay.get(t, 0.0), delay)
+            now_pool = FreePool(
+                snapshot.fleet,
+                stopping,
+                [x.view.placement for g in groups.values() for x in g if x.held],
+            )
         ordered: list[Entry] = []
         admitted_all: list[Entry] = []
         left_by_type: dict[str, int] = {}
@@ -174,19 +201,16 @@ class TieredPolicy:
             total = capacity.get(device_type, 0)  # devices being released included
             soon = releasing.get(device_type, 0)
             others = [e for e in group if e.tier is not _PREMIUM]
-            for e in others:
-                placed = e.view.placed_at
-                e.pinned = bool(e.held) and placed is not None and placed > hold_since
             premium_running, admitted = admit(group, total, room_for_premium)
             premium_held = sum(e.held for e in premium_running)
             wanted = sum(e.world for e in admitted)
             from_soon = 0
-            if admitted:
+            if admitted and now_pool is not None:
                 finder = Premium(
                     fx,
                     device_type,
                     others,
-                    held_now,
+                    now_pool,
                     soon,
                     soon_delay.get(device_type, 0.0),
                     now,
@@ -237,8 +261,6 @@ class TieredPolicy:
                 fixed[e.id] = e.reason
             elif size < e.world:
                 lazy[e.id] = e
-            else:
-                fixed.pop(e.id, None)
         thresholds = self.config.las_thresholds
 
         def make(e: Entry) -> str:
