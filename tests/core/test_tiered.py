@@ -385,3 +385,41 @@ def random_snapshot(rng: random.Random, seed: int, stopping: bool = True) -> Clu
             jobs.append(waiting(s_, attained=rng.choice([0.0, rng.uniform(0, 1e5)])))
     quotas = {"a": 8, "b": 4} if seed % 2 else {}
     return snap(jobs, fleet=fleet, quotas=quotas)
+
+
+def test_growth_never_preempts() -> None:
+    # An elastic standard job past its hold could use 8 devices, but basic jobs hold 4 of
+    # them: it grows only into what is free.
+    jobs = [
+        running(spec("e", world=8), {"n0": 4}, placed_at=OLD, attained=10.0),
+        running(spec("b0", "basic"), {"n0": 1}, placed_at=OLD, attained=1e7),
+        running(spec("b1", "basic"), {"n0": 1}, placed_at=OLD, attained=1e7),
+    ]
+    s = snap(jobs)
+    plan = check(tiered(), s)
+    assert plan.target("b0").size == 1 and plan.target("b1").size == 1
+    assert plan.target("e").size == 4  # 2 free devices: no allowed size between 4 and 8
+
+
+@pytest.mark.parametrize(
+    ("duration", "waits"),
+    [
+        (100_000.0, True),  # can afford the few seconds: waits for the stopping job
+        (30.0, False),  # cannot: takes a victim (killed: it barely started) instead
+    ],
+)
+def test_premium_waits_for_stopping_devices_only_if_it_can_afford_to(
+    duration: float, waits: bool
+) -> None:
+    s = snap(
+        [
+            running(spec("leaving", "basic"), {"n0": 1}, state=JobState.STOPPING),
+            running(spec("fresh", "basic", 7, min_devices=7), {"n0": 7}, placed_at=NOW - 5),
+            waiting(spec("p", "premium", 1, duration=duration)),
+        ]
+    )
+    plan = check(tiered(), s)
+    assert bool(plan.target("fresh")) is waits
+    assert bool(plan.target("p")) is not waits
+    if not waits:
+        assert "fresh" in plan.kill
