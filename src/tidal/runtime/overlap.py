@@ -21,8 +21,10 @@ votes ride in the tail of the last bucket, which is launched last.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import torch
 
@@ -91,7 +93,11 @@ class OverlappedReduce:
         for b, bucket in enumerate(self._buckets):
             for j, i in enumerate(bucket.indices):
                 self._where[i] = (b, j)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidal-reduce")
+        # A daemon thread, never joined: a bucket stuck on a peer that died must not keep
+        # this process from exiting (the process group's timeout ends the wait otherwise).
+        self._queue: queue.SimpleQueue[tuple[_Bucket, Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="tidal-reduce", daemon=True)
+        self._thread.start()
         self._values: list[torch.Tensor | None] = [None] * len(params)
         self._futures: list[Future[None]] = []
         self._next = 0  # the next bucket to launch
@@ -128,11 +134,22 @@ class OverlappedReduce:
             bucket = self._buckets[self._next]
             if self._next == len(self._buckets) - 1:
                 bucket.flat[bucket.flat.numel() - FLAG_SLOTS :].copy_(flags())
-            self._futures.append(self._pool.submit(self._run, bucket))
+            fut: Future[None] = Future()
+            self._queue.put((bucket, fut))
+            self._futures.append(fut)
             self._next += 1
 
-    def _run(self, bucket: _Bucket) -> None:
-        self._cross._allreduce(bucket.flat, bucket.scratch)
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            bucket, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                self._cross._allreduce(bucket.flat, bucket.scratch)
+            except BaseException as e:  # handed to the waiting main thread
+                fut.set_exception(e)
+            else:
+                fut.set_result(None)
 
     def has(self, index: int) -> bool:
         return self._values[index] is not None
@@ -161,4 +178,4 @@ class OverlappedReduce:
         self._futures = []
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._queue.put(None)  # the thread ends after the buckets already queued
