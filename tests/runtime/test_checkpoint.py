@@ -430,7 +430,7 @@ def test_stale_done_marker_of_an_earlier_launch_is_not_trusted(tmp_path: Path) -
         "worker": 1,
         "workers": 2,
         "world": 2,
-        "files": {"ranks/rank-00001.pt": {"sha256": "0" * 64, "size": 5}},
+        "files": {"ranks/rank-00001.pt": {"xxh3_128": "0" * 32, "size": 5}},
     }
     (tmp / "done-worker-00001.json").write_text(json.dumps(marker))
     mgr = CheckpointManager(tmp_path, worker=0, workers=2, world=2, commit_timeout_s=1.0)

@@ -1,7 +1,7 @@
 """The checkpoint manifest: the error family, what a verified checkpoint is, and verification.
 
-``manifest.json`` lists every file of a committed checkpoint with its sha256 and size;
-``manifest.sha256`` holds the sha256 of ``manifest.json`` itself, so a damaged manifest
+``manifest.json`` lists every file of a committed checkpoint with its checksum and size;
+``manifest.digest`` holds the checksum of ``manifest.json`` itself, so a damaged manifest
 is detected too. A checkpoint is used only when all of these match.
 """
 
@@ -44,12 +44,13 @@ def write_manifest(
     files: Mapping[str, cio.FileDigest],
     meta: Mapping[str, Any],
 ) -> None:
-    """Write ``manifest.json`` and ``manifest.sha256`` (fsynced) into the temporary directory."""
+    """Write ``manifest.json`` and ``manifest.digest`` (fsynced) into the temporary directory."""
     import torch
 
     manifest = {
         "format": cio.FORMAT_NAME,
         "version": cio.FORMAT_VERSION,
+        "checksum": cio.HASH_NAME,
         "step": step,
         "world": world,
         "workers": workers,
@@ -63,7 +64,7 @@ def write_manifest(
     }
     data = json.dumps(manifest, indent=1, sort_keys=True).encode()
     cio.write_bytes_durably(tmp / cio.MANIFEST, data)
-    cio.write_bytes_durably(tmp / cio.MANIFEST_DIGEST, cio.digest_bytes(data).sha256.encode())
+    cio.write_bytes_durably(tmp / cio.MANIFEST_DIGEST, cio.digest_bytes(data).digest.encode())
 
 
 def read_manifest(path: Path, world: int) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def read_manifest(path: Path, world: int) -> dict[str, Any]:
         recorded = (path / cio.MANIFEST_DIGEST).read_text().strip()
     except OSError as e:
         raise CheckpointError(f"cannot read the manifest of {path}: {e}") from e
-    if cio.digest_bytes(data).sha256 != recorded:
+    if cio.digest_bytes(data).digest != recorded:
         raise CheckpointError(f"{manifest_path} does not match {cio.MANIFEST_DIGEST}")
     try:
         manifest = json.loads(data)
@@ -106,7 +107,7 @@ def read_manifest(path: Path, world: int) -> dict[str, Any]:
 
 
 def verify(path: Path, world: int, threads: int) -> tuple[CheckpointInfo, dict[str, Any]]:
-    """Check the manifest and every file's size and sha256; return the info and manifest."""
+    """Check the manifest and every file's size and checksum; return the info and manifest."""
     manifest = read_manifest(path, world)
     expected = {rel: _digest_from_manifest(manifest, rel, path) for rel in manifest["files"]}
     for rel, digest in expected.items():
@@ -120,7 +121,7 @@ def verify(path: Path, world: int, threads: int) -> tuple[CheckpointInfo, dict[s
     actual = cio.digest_files(path, expected, threads)
     for rel, digest in expected.items():
         if actual[rel] != digest:
-            raise CheckpointError(f"{path / rel} does not match its sha256 in the manifest")
+            raise CheckpointError(f"{path / rel} does not match its checksum in the manifest")
     info = CheckpointInfo(
         step=manifest["step"], path=path, world=manifest["world"], meta=manifest["meta"]
     )

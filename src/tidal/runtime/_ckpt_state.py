@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import io
 import logging
 import os
@@ -186,10 +185,10 @@ def _template_tensor(template: Any, path: PathKey) -> torch.Tensor | None:
 
 
 class _HashingStream(io.RawIOBase):
-    """A write-only file that computes its sha256 as it is written (no second read).
+    """A write-only file that computes its checksum as it is written (no second read).
 
-    A large chunk is hashed on a helper thread *while* it is being written (hashlib and the
-    write both release the GIL), and write() returns only when both are done: torch's zip
+    A large chunk is hashed on a helper thread *while* it is being written (the hash and the
+    write release the GIL), and write() returns only when both are done: torch's zip
     writer may reuse its buffer afterwards, and waiting avoids copying the chunk. Small
     chunks are hashed in place. The helper is created by the writing thread, so it inherits
     that thread's CPU priority.
@@ -202,7 +201,7 @@ class _HashingStream(io.RawIOBase):
         self._raw = raw
         self._path = path
         self._sink = sink
-        self._hash = hashlib.sha256()
+        self._hash = cio.new_hasher()
         self._size = 0
         self._sequential = True
         self._helper: ThreadPoolExecutor | None = None
@@ -301,7 +300,7 @@ def _without_zip_crc() -> contextlib.AbstractContextManager[Any]:
     """torch.save without the per-record zip CRC32 (this thread only).
 
     The CRC costs more than the write itself (~0.6 GB/s on one core) and is redundant here:
-    every checkpoint file's sha256 is in the manifest and checked before loading. The
+    every checkpoint file's checksum is in the manifest and checked before loading. The
     override is thread-local, so the user's own ``torch.save`` calls are unaffected.
     """
     from torch.utils.serialization import config
@@ -312,7 +311,7 @@ def _without_zip_crc() -> contextlib.AbstractContextManager[Any]:
 def save_shared(state: Mapping[str, Any], directory: Path) -> dict[str, cio.FileDigest]:
     """Write ``state`` as a DCP checkpoint into ``directory`` (files fsynced by DCP).
 
-    Returns the sha256 of every file written, keyed by its name inside ``directory``; the
+    Returns the checksum of every file written, keyed by its name inside ``directory``; the
     hashes are computed while writing, and any file that was not written strictly
     sequentially is read back to hash it. One writer thread: without the CRC the write is
     bound by the disk, and DCP's extra threads would not inherit the thread-local setting.
@@ -393,7 +392,7 @@ def _numpy_safe_globals() -> list[Any]:
 def decode_rank_state(data: bytes, where: Path) -> dict[str, Any]:
     """Load a per-rank file; ``weights_only`` first, full unpickling only for exotic contents.
 
-    The bytes were checked against the manifest's sha256 before this is called.
+    The bytes were checked against the manifest's checksum before this is called.
     """
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):

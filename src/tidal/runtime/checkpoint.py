@@ -4,7 +4,7 @@ Layout under the checkpoint root (see ``docs/launch.md``)::
 
     ckpt-00000120/                 committed: renamed from ckpt-00000120.tmp when complete
       manifest.json                format, step, world, workers at save time, meta, files
-      manifest.sha256              sha256 of manifest.json
+      manifest.digest              checksum of manifest.json
       shared/                      PyTorch distributed checkpoint (DCP) of the shared state
       shared-structure.json        exact container structure of the shared state
       ranks/rank-00000.pt ...      per-logical-rank state (torch.save), one file per rank
