@@ -279,3 +279,11 @@ def test_restart_end_does_not_start_a_round() -> None:
 def test_duplicate_job_ids_are_rejected() -> None:
     with pytest.raises(SimError, match="'a' appears more than once"):
         simulate([job("a", 1, 1.0), job("a", 1, 1.0, submit=9.0)], ONE_NODE, GangFifo())
+
+
+def test_gc_thresholds_are_restored() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    simulate([job("a", 1, 1.0)], ONE_NODE, GangFifo())
+    assert gc.get_threshold() == before
