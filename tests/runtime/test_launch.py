@@ -239,7 +239,6 @@ def test_second_signal_kills_workers_that_ignore_sigterm(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DIGITS.exists(), reason="examples/train_digits.py not present")
 def test_sigterm_preempts_and_rerun_with_other_p_resumes_bitwise(tmp_path: Path) -> None:
     d = tmp_path / "ck"
     common = ["--world", "4", "--checkpoint-dir", d]
