@@ -54,7 +54,6 @@ _RUNNING = JobState.RUNNING
 _STOPPING = JobState.STOPPING
 _PREEMPTED = JobState.PREEMPTED
 _SUCCEEDED = JobState.SUCCEEDED
-_WAITING = frozenset({_PENDING, _PREEMPTED})
 
 Schedule = Callable[[float, int, SimJob], None]
 
@@ -103,7 +102,7 @@ class SimExecutor:
         raise PolicyActionError(f"unknown action {action!r}")
 
     def _start(self, job: SimJob, placement: Placement, reason: str) -> bool:
-        if job.state not in _WAITING:
+        if job.state is not _PENDING and job.state is not _PREEMPTED:
             raise PolicyActionError(f"Start for job {job.id!r} in state {job.state.value}")
         self._check(job, placement)
         if not self._take(job, placement.parts):
@@ -270,9 +269,10 @@ class SimExecutor:
             del self.running[jid]
         elif new is _RUNNING:
             self.running[jid] = job
-        if old in _WAITING:
+        # Identity tests: hashing an Enum member runs Python code.
+        if old is _PENDING or old is _PREEMPTED:
             self.waiting -= 1
-        elif new in _WAITING:
+        elif new is _PREEMPTED:
             self.waiting += 1
         self.dirty[jid] = job
 
