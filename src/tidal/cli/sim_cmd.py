@@ -268,16 +268,23 @@ def _run_all(
 
 def _report(results: Sequence[SimResult], as_json: bool, plot: Path | None, title: str) -> None:
     from rich.console import Console
+    from rich.table import Table
 
-    from tidal.sim.report import results_json, results_table
+    from tidal.sim.report import results_json, table_rows
 
     if as_json:
         typer.echo(results_json(results))
     else:
+        header, rows = table_rows(results)
+        table = Table(title=title)
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
         console = Console()
         if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
             console = Console(width=160)
-        console.print(results_table(results, title=title))
+        console.print(table)
     if plot is not None:
         from tidal.sim.plot import plot_results
 

@@ -1,15 +1,12 @@
-"""Turn simulation results into the ``--json`` text and a Rich table."""
+"""Turn simulation results into the ``--json`` text and the rows of a comparison table."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tidal.sim.metrics import SimResult
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 
 def results_json(results: Sequence[SimResult], indent: int | None = 2) -> str:
@@ -56,15 +53,9 @@ def format_cell(key: str, value: Any) -> str:
     return str(value)
 
 
-def results_table(results: Sequence[SimResult], title: str | None = None) -> Table:
-    """A Rich table with one column per policy and one row per metric; times in hours."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("metric", no_wrap=True)
-    rows = [r.to_dict() for r in results]
-    for row in rows:
-        table.add_column(str(row["policy"]), justify="right", no_wrap=True)
-    for label, key in ROWS:
-        table.add_row(label, *(format_cell(key, row[key]) for row in rows))
-    return table
+def table_rows(results: Sequence[SimResult]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one column per policy, one row per metric; times in hours."""
+    dicts = [r.to_dict() for r in results]
+    header = ["metric", *(str(d["policy"]) for d in dicts)]
+    rows = [[label, *(format_cell(key, d[key]) for d in dicts)] for label, key in ROWS]
+    return header, rows
