@@ -77,6 +77,9 @@ def test_kill_loses_progress_and_restart_time() -> None:
     assert a.lost_s == pytest.approx(60 + 40)
     assert a.running_s == pytest.approx(260.0)
     assert result.metrics.lost_device_s == pytest.approx(100.0)
+    # 400 device-s held over 2 devices × 200 s; 100 of them produced nothing kept
+    assert result.metrics.utilization == pytest.approx(1.0)
+    assert result.metrics.useful_utilization == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize(

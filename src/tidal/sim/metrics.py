@@ -5,7 +5,8 @@ Definitions (also in ``docs/simulator.md``):
 - JCT = finish − submit; queueing delay = first start − submit (completed jobs only);
 - makespan = last finish − first submit;
 - utilization = device-time held by jobs (any state that holds devices) / (capacity ×
-  makespan); ``useful_utilization`` counts only device-time while RUNNING;
+  makespan); ``useful_utilization`` counts only device-time that produced kept work
+  (held − lost);
 - attainment of a job = device-time it held / (W × (finish − submit)); ``premium_sla_met``
   and ``standard_sla_met`` are the shares of completed premium jobs with attainment ≥ 0.95
   and of standard jobs with attainment ≥ 0.70 (``None`` when there are none);
@@ -177,7 +178,7 @@ def summarize(
     else:
         makespan = 0.0
     held = sum(j.held_s for j in jobs)
-    running = sum(j.running_s for j in jobs)
+    useful = sum(j.held_s - j.lost_s for j in jobs)
     denom = capacity * makespan
     return SimMetrics(
         policy=policy,
@@ -189,7 +190,7 @@ def summarize(
         avg_queue_s=sum(queues) / len(queues) if queues else None,
         makespan_s=makespan,
         utilization=held / denom if denom > 0 else 0.0,
-        useful_utilization=running / denom if denom > 0 else 0.0,
+        useful_utilization=useful / denom if denom > 0 else 0.0,
         premium_sla_met=_share_met(done, Tier.PREMIUM, PREMIUM_SLA),
         standard_sla_met=_share_met(done, Tier.STANDARD, STANDARD_SLA),
         premium_preemptions=sum(j.preemptions for j in jobs if j.tier is Tier.PREMIUM),
