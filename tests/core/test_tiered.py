@@ -234,6 +234,37 @@ def test_las_order_within_a_tier() -> None:
     assert [j for j in ("fresh", "served", "first") if plan.target(j)] == ["first"]
 
 
+@pytest.mark.parametrize(
+    ("floor", "grace", "starved_runs"),
+    [
+        (0.0, 3_600, False),  # no floor: plain LAS, the fresh job keeps its devices
+        (0.5, 3_600, True),  # below half of its asked-for device-time: goes first
+        (0.5, 100_000, False),  # still inside the grace period
+        (0.05, 3_600, False),  # above a low floor: LAS as usual
+    ],
+)
+def test_share_floor_lifts_a_starved_job_above_las(
+    floor: float, grace: float, starved_runs: bool
+) -> None:
+    """A standard job older than ``floor_grace`` whose attained share of W x age is below
+    ``standard_floor`` goes ahead of every service level (and so preempts a job of the
+    same level that has had its share)."""
+    fresh = running(
+        spec("fresh", world=8, min_devices=8, submit=NOW - 20_000),
+        {"n0": 8},
+        placed_at=OLD,
+        attained=8 * 20_000 * 0.6,
+    )
+    starved = waiting(
+        spec("starved", world=8, min_devices=8, submit=NOW - 90_000),
+        attained=8 * 90_000 * 0.1,  # a tenth of what it asked for
+        state=JobState.PREEMPTED,
+    )
+    plan = check(tiered(standard_floor=floor, floor_grace=grace), snap([fresh, starved]))
+    assert bool(plan.target("starved")) is starved_runs
+    assert bool(plan.target("fresh")) is not starved_runs
+
+
 def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:
     """Per node, devices free now that the plan leaves unassigned.
 
@@ -347,6 +378,8 @@ def test_parameters_are_validated() -> None:
         TieredPolicy(las_thresholds=(100.0, 10.0))
     with pytest.raises(ValueError, match="tick must be > 0"):
         TieredPolicy(tick=0)
+    with pytest.raises(ValueError, match="standard_floor and basic_floor must be in"):
+        TieredPolicy(basic_floor=1.5)
 
 
 def random_snapshot(rng: random.Random, seed: int, stopping: bool = True) -> ClusterSnapshot:

@@ -47,23 +47,31 @@ class Plan:
         placements = self.placements
         reasons = self.reasons
         stopping = JobState.STOPPING
+        # Two passes, each touching only what it must (a round may have many waiting
+        # jobs): jobs that hold devices, then the jobs the plan places that may start.
         for view in snapshot.jobs:
+            current = view.placement
+            if not current.parts:
+                continue
+            state = view.state
+            if not state.holds_devices or state is stopping:
+                continue
             job_id = view.spec.id
             target = placements.get(job_id, EMPTY)
-            current = view.placement
-            state = view.state
-            if current.parts and state.holds_devices and state is not stopping:
-                if target is current or target == current:
-                    continue
-                reason = reasons.get(job_id, "")
-                if not target:
-                    checkpoint = self.checkpoint_on_stop and job_id not in self.kill
-                    actions.append(Stop(job_id, current, checkpoint=checkpoint, reason=reason))
-                elif target.size != current.size:
-                    actions.append(Resize(job_id, current, target, reason=reason))
-                else:
-                    actions.append(Migrate(job_id, current, target, reason=reason))
-            elif target and state in _STARTABLE:
+            if target is current or target == current:
+                continue
+            reason = reasons.get(job_id, "")
+            if not target:
+                checkpoint = self.checkpoint_on_stop and job_id not in self.kill
+                actions.append(Stop(job_id, current, checkpoint=checkpoint, reason=reason))
+            elif target.size != current.size:
+                actions.append(Resize(job_id, current, target, reason=reason))
+            else:
+                actions.append(Migrate(job_id, current, target, reason=reason))
+        for job_id, target in placements.items():
+            if not target or job_id not in snapshot:
+                continue
+            if snapshot.job(job_id).state in _STARTABLE:
                 actions.append(Start(job_id, target, reason=reasons.get(job_id, "")))
         actions.sort(key=apply_order)
         return actions

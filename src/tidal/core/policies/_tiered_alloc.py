@@ -21,10 +21,10 @@ _BASIC = Tier.BASIC
 _RANKS = {t.value: t.rank for t in Tier}  # by value: hashing Enum members is slow
 
 
-DEFAULT_MIN_HOLD = 900.0
-DEFAULT_LAS_THRESHOLDS = (3600.0, 14400.0, 57600.0)
+DEFAULT_MIN_HOLD = 3600.0
+DEFAULT_LAS_THRESHOLDS = (7200.0, 28800.0, 115200.0)
 DEFAULT_GROW_MIN_REMAINING = 600.0
-DEFAULT_KILL_MAX_LOSS = 900.0
+DEFAULT_KILL_MAX_LOSS = 3600.0
 GIB = float(1 << 30)
 
 
@@ -37,6 +37,9 @@ class TieredConfig:
     grow_min_remaining: float = DEFAULT_GROW_MIN_REMAINING
     kill_max_loss: float = DEFAULT_KILL_MAX_LOSS
     premium_sla: float = 0.95
+    standard_floor: float = 0.0
+    basic_floor: float = 0.0
+    floor_grace: float = 3600.0
     checkpoint_fixed_s: float = 5.0
     checkpoint_gib_per_s: float = 1.0
     migrate: bool = True
@@ -63,7 +66,14 @@ class Entry:
     )
 
     def __init__(
-        self, view: JobView, held: int, thresholds: Sequence[float], hold_since: float
+        self,
+        view: JobView,
+        held: int,
+        thresholds: Sequence[float],
+        hold_since: float,
+        now: float = 0.0,
+        floors: Mapping[str, float] | None = None,
+        grace: float = 0.0,
     ) -> None:
         spec = view.spec
         self.view = view
@@ -83,13 +93,15 @@ class Entry:
         self.reason = ""
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
-        self.key = (
-            _RANKS[tier._value_],
-            bisect_right(thresholds, view.attained),
-            0 if held else 1,
-            spec.submit_time,
-            job_id,
-        )
+        # A job whose share of the device-time it asked for (attained / (W × age)) has
+        # fallen below its tier's floor (the standard SLA) goes ahead of every level.
+        level = bisect_right(thresholds, view.attained)
+        if floors:
+            floor = floors.get(tier._value_, 0.0)
+            age = now - spec.submit_time
+            if floor and age > grace and view.attained < floor * spec.world * age:
+                level = -1
+        self.key = (_RANKS[tier._value_], level, 0 if held else 1, spec.submit_time, job_id)
 
 
 def las_key(

@@ -83,6 +83,9 @@ class TieredPolicy:
         premium_sla: float = 0.95,
         checkpoint_fixed_s: float = 5.0,
         checkpoint_gib_per_s: float = 1.0,
+        standard_floor: float = 0.0,
+        basic_floor: float = 0.0,
+        floor_grace: float = 3600.0,
         migrate: bool = True,
         tick: float | None = 300.0,
     ) -> None:
@@ -93,6 +96,11 @@ class TieredPolicy:
             )
         if min_hold < 0:
             raise SpecError(f"tiered: min_hold must be >= 0 seconds, got {min_hold}")
+        if not (0 <= standard_floor <= 1 and 0 <= basic_floor <= 1) or floor_grace < 0:
+            raise SpecError(
+                "tiered: standard_floor and basic_floor must be in [0, 1] and floor_grace "
+                f">= 0, got {standard_floor}, {basic_floor} and {floor_grace}"
+            )
         if kill_max_loss < 0:
             raise SpecError(f"tiered: kill_max_loss must be >= 0, got {kill_max_loss}")
         if not 0 < premium_sla <= 1:
@@ -116,6 +124,9 @@ class TieredPolicy:
             premium_sla=float(premium_sla),
             checkpoint_fixed_s=float(checkpoint_fixed_s),
             checkpoint_gib_per_s=float(checkpoint_gib_per_s),
+            standard_floor=float(standard_floor),
+            basic_floor=float(basic_floor),
+            floor_grace=float(floor_grace),
             migrate=migrate,
         )
         self.tick = tick
@@ -127,6 +138,10 @@ class TieredPolicy:
         now = snapshot.now
         hold_since = now - config.min_hold
         thresholds = config.las_thresholds
+        floors: dict[str, float] | None = None
+        if config.standard_floor or config.basic_floor:
+            floors = {"standard": config.standard_floor, "basic": config.basic_floor}
+        grace = config.floor_grace
         # One pass over the jobs: classify and build the round's entries.
         run, start, restart = JobState.RUNNING, JobState.STARTING, JobState.RESTARTING
         pending, preempted, stop = JobState.PENDING, JobState.PREEMPTED, JobState.STOPPING
@@ -150,7 +165,7 @@ class TieredPolicy:
                     for name, count in view.placement.parts:
                         stopping[name] = stopping.get(name, 0) + count
                 continue
-            e = Entry(view, held, thresholds, hold_since)
+            e = Entry(view, held, thresholds, hold_since, now, floors, grace)
             group = groups.get(view.spec.device_type)
             if group is None:
                 group = groups[view.spec.device_type] = []
