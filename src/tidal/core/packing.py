@@ -79,7 +79,6 @@ class FreePool:
         taken: Iterable[Placement] = (),
     ) -> None:
         fx = fleet_index(fleet)
-        self.fx = fx
         free = list(fx.cap)
         index = fx.index
         if used:
@@ -88,11 +87,23 @@ class FreePool:
         for placement in taken:
             for name, count in placement.parts:
                 free[index[name]] -= count
+        self._fill(fx, free)
+
+    @classmethod
+    def from_free(cls, fleet: Fleet, free: list[int]) -> FreePool:
+        """A pool with ``free[i]`` free devices on node ``i`` (in fleet order), for callers
+        that have counted them already; the pool takes ownership of the list."""
+        pool = object.__new__(cls)
+        pool._fill(fleet_index(fleet), free)
+        return pool
+
+    def _fill(self, fx: FleetIndex, free: list[int]) -> None:
         if min(free, default=0) < 0:
             i = free.index(min(free))
             raise PlanError(
                 f"node {fx.names[i]!r} overcommitted: {fx.cap[i] - free[i]} of {fx.cap[i]} devices"
             )
+        self.fx = fx
         self.free = free
         self._total: dict[str, int] = {
             t: sum(free[i] for i in idx) for t, idx in fx.by_type.items()

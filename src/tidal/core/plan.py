@@ -46,15 +46,24 @@ class Plan:
         actions: list[Action] = []
         placements = self.placements
         reasons = self.reasons
+        kill = self.kill
+        checkpoint_on_stop = self.checkpoint_on_stop
         stopping = JobState.STOPPING
-        # Two passes, each touching only what it must (a round may have many waiting
-        # jobs): jobs that hold devices, then the jobs the plan places that may start.
+        pending, preempted = _STARTABLE
+        # One pass over the jobs (a round may have tens of thousands): a job that may start
+        # is looked up in the plan; one that holds devices is compared with its target.
+        # Jobs the plan names but the snapshot lacks are ignored. The order of the actions
+        # is set by the sort below (total: by job id within a kind), not by this pass.
         for view in snapshot.jobs:
-            current = view.placement
-            if not current.parts:
-                continue
             state = view.state
-            if not state.holds_devices or state is stopping:
+            if state is pending or state is preempted:
+                job_id = view.spec.id
+                target = placements.get(job_id)
+                if target:
+                    actions.append(Start(job_id, target, reason=reasons.get(job_id, "")))
+                continue
+            current = view.placement
+            if not current.parts or state is stopping or not state.holds_devices:
                 continue
             job_id = view.spec.id
             target = placements.get(job_id, EMPTY)
@@ -62,17 +71,12 @@ class Plan:
                 continue
             reason = reasons.get(job_id, "")
             if not target:
-                checkpoint = self.checkpoint_on_stop and job_id not in self.kill
+                checkpoint = checkpoint_on_stop and job_id not in kill
                 actions.append(Stop(job_id, current, checkpoint=checkpoint, reason=reason))
             elif target.size != current.size:
                 actions.append(Resize(job_id, current, target, reason=reason))
             else:
                 actions.append(Migrate(job_id, current, target, reason=reason))
-        for job_id, target in placements.items():
-            if not target or job_id not in snapshot:
-                continue
-            if snapshot.job(job_id).state in _STARTABLE:
-                actions.append(Start(job_id, target, reason=reasons.get(job_id, "")))
         actions.sort(key=apply_order)
         return actions
 

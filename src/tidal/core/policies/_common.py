@@ -91,12 +91,17 @@ class Round:
         snapshot: ClusterSnapshot,
         stopping_used: dict[str, int],
         placements: dict[str, Placement] | None = None,
+        free: list[int] | None = None,
     ) -> None:
         """A round whose pool lacks the devices of stopping jobs and of ``placements``
-        (targets already decided, which the round starts with)."""
+        (targets already decided, which the round starts with). A caller that has counted
+        the free devices per node (fleet order) already passes them as ``free``."""
         self.snapshot = snapshot
         self.placements: dict[str, Placement] = placements if placements is not None else {}
-        self.pool = FreePool(snapshot.fleet, stopping_used, self.placements.values())
+        if free is not None:
+            self.pool = FreePool.from_free(snapshot.fleet, free)
+        else:
+            self.pool = FreePool(snapshot.fleet, stopping_used, self.placements.values())
         self.reasons: dict[str, str] = {}
 
     def keep_all(self, running: Sequence[JobView]) -> None:

@@ -20,7 +20,6 @@ and are placed, clearing whole nodes if need be, in :mod:`._tiered_place`.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable
 
 from tidal.core.packing import FleetIndex, FreePool
@@ -46,16 +45,16 @@ Cut = tuple[Entry, int, bool]
 
 
 def admit(
-    entries: list[Entry], capacity: int, fits: Callable[[Entry], Placement]
-) -> tuple[list[Entry], list[Entry]]:
+    running: list[Entry],
+    waiting: list[Entry],
+    capacity: int,
+    fits: Callable[[Entry], Placement],
+) -> list[Entry]:
     """Running premium jobs keep W; waiting ones are admitted in submission order while the
     devices not held by premium work (``capacity`` counts devices still being released)
-    can hold them and ``fits(entry)`` finds them a compact place beside premium work."""
-    running = [e for e in entries if e.tier is _PREMIUM and e.held]
-    waiting = sorted(
-        (e for e in entries if e.tier is _PREMIUM and not e.held),
-        key=lambda e: (e.spec.submit_time, e.id),
-    )
+    can hold them and ``fits(entry)`` finds them a compact place beside premium work.
+    Returns the admitted jobs."""
+    waiting = sorted(waiting, key=lambda e: (e.spec.submit_time, e.id))
     avail = capacity
     for e in running:
         e.target = e.held
@@ -76,7 +75,7 @@ def admit(
             e.target = e.world
             avail -= e.world
             admitted.append(e)
-    return running, admitted
+    return admitted
 
 
 def kill_loss(e: Entry, now: float) -> float:
@@ -135,6 +134,7 @@ class Premium:
         self.now = now
         self.config = config
         self._occ: dict[int, list[tuple[Entry, int]]] | None = None
+        self._basic: dict[int, int] = {}
         self._losses: dict[str, float] = {}
         self._candidates: list[int] | None = None
         self._by_cost: list[Entry] | None = None
@@ -151,12 +151,23 @@ class Premium:
     def occupants(self) -> dict[int, list[tuple[Entry, int]]]:
         if self._occ is None:
             index = self.fx.index
-            occ: defaultdict[int, list[tuple[Entry, int]]] = defaultdict(list)
+            occ: dict[int, list[tuple[Entry, int]]] = {}
+            basic = self._basic = {}  # node -> devices basic jobs hold there
+            # One pass over the running jobs (tens of thousands on large fleets); the
+            # per-node basic counts ride along for ``candidates``.
             for e in self.others:
                 if e.held:
+                    is_basic = e.tier is _BASIC
                     for node, count in e.view.placement.parts:
-                        occ[index[node]].append((e, count))
-            self._occ = dict(occ)
+                        i = index[node]
+                        jobs = occ.get(i)
+                        if jobs is None:
+                            occ[i] = [(e, count)]
+                        else:
+                            jobs.append((e, count))
+                        if is_basic:
+                            basic[i] = basic.get(i, 0) + count
+            self._occ = occ
         return self._occ
 
     def victims_on(self, node: int) -> list[tuple[Entry, int]]:
@@ -258,11 +269,23 @@ class Premium:
         basic jobs); a premium job weighs at most ``NODES_TO_WEIGH`` of them."""
         if self._candidates is None:
             free = self.free_now()
-            score = {
-                i: free[i] + sum(c for e, c in jobs if e.tier is _BASIC)
-                for i, jobs in self.occupants().items()
-            }
-            self._candidates = sorted(score, key=lambda i: (-score[i], -free[i], i))
+            occ = self.occupants()
+            basic = self._basic
+            # Sorting by (-score, -free, node), with score = free + basic held, as a bucket
+            # sort: the bucket key orders (score, free) since free <= node_cap, there are
+            # few distinct keys, and visiting nodes in ascending order keeps each bucket
+            # sorted by node.
+            width = self.node_cap + 1
+            buckets: dict[int, list[int]] = {}
+            for i in sorted(occ):
+                f = free[i]
+                key = (f + basic.get(i, 0)) * width + f
+                bucket = buckets.get(key)
+                if bucket is None:
+                    buckets[key] = [i]
+                else:
+                    bucket.append(i)
+            self._candidates = [i for key in sorted(buckets, reverse=True) for i in buckets[key]]
         return self._candidates
 
     def _cuts_on(

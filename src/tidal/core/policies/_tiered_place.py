@@ -3,7 +3,7 @@ make room for premium jobs by migrating others (defragmentation), then fill left
 
 from __future__ import annotations
 
-from tidal.core.packing import FreePool
+from tidal.core.packing import FreePool, fleet_index
 from tidal.core.placement import EMPTY, Placement
 from tidal.core.policies._common import Round, shrink_parts
 from tidal.core.policies._tiered_alloc import Entry, TieredConfig, _wanted
@@ -20,6 +20,7 @@ def realize(
     entries: list[Entry],
     admitted: list[Entry],
     config: TieredConfig,
+    free_now: list[int],
 ) -> Round:
     """Place every entry at its target where possible (``entries`` in priority order).
 
@@ -29,12 +30,18 @@ def realize(
     (grows onto other nodes, or migrates) keeps its old devices reserved for the rest of
     the round: it holds them while it checkpoints anyway, and if its move has to wait, no
     other job's start depends on devices it has not released.
+
+    ``free_now`` counts the devices free before this round's actions on each node (fleet
+    order): capacity less what stopping jobs and ``entries`` hold.
     """
     placements: dict[str, Placement] = {}
     released: dict[str, int] = {}  # freed this round, but only after a checkpoint
     growers: list[Entry] = []  # jobs to grow or start, in priority order
     short: list[Entry] = []  # non-premium entries that may get less than W
     running = JobState.RUNNING
+    # The round's pool: what is free now, plus what shrunk and stopped jobs give up.
+    round_free = list(free_now)
+    index = fleet_index(snapshot.fleet).index
     for e in entries:
         target = e.target
         held = e.held
@@ -43,24 +50,26 @@ def realize(
         if held:
             current = e.view.placement
             if target >= held:
-                kept = current
                 if target > held:
                     growers.append(e)
-            else:
-                kept = shrink_parts(current, target) if target else EMPTY
-                if not e.kill and e.view.state is running:
-                    left = kept.as_dict()
-                    for node, count in current.parts:
-                        if count > left.get(node, 0):
-                            released[node] = released.get(node, 0) + count - left.get(node, 0)
-                if not target:
-                    continue
-            placements[e.id] = kept
+                placements[e.id] = current
+                continue
+            kept = shrink_parts(current, target) if target else EMPTY
+            left = kept.as_dict()
+            for node, count in current.parts:
+                if count > left.get(node, 0):
+                    round_free[index[node]] += count - left.get(node, 0)
+            if not e.kill and e.view.state is running:
+                for node, count in current.parts:
+                    if count > left.get(node, 0):
+                        released[node] = released.get(node, 0) + count - left.get(node, 0)
+            if target:
+                placements[e.id] = kept
         elif target and e.tier is not _PREMIUM:
             growers.append(e)
-    rnd = Round(snapshot, stopping, placements)
+    rnd = Round(snapshot, stopping, placements, round_free)
     pool = rnd.pool
-    now = _NowFree(rnd, entries, stopping)
+    now = _NowFree(rnd, free_now)
     room = _Room(rnd, entries, now) if config.migrate else None
     # Largest first, so small premium jobs do not take the holes big ones need.
     premium = sorted(admitted, key=lambda e: (-e.world, e.spec.submit_time, e.id))
@@ -274,24 +283,14 @@ class _NowFree:
     the devices it leaves, and must not wait on a move that itself waits.
     """
 
-    def __init__(self, rnd: Round, entries: list[Entry], stopping: dict[str, int]) -> None:
+    def __init__(self, rnd: Round, free_now: list[int]) -> None:
         self.rnd = rnd
-        self.entries = entries
-        self.stopping = stopping
+        self.free_now = free_now
         self._left: list[int] | None = None
 
     def left(self) -> list[int]:
         if self._left is None:
-            fx = self.rnd.pool.fx
-            left = list(fx.cap)
-            index = fx.index
-            for node, count in self.stopping.items():
-                left[index[node]] -= count
-            for e in self.entries:
-                if e.held:
-                    for node, count in e.view.placement.parts:
-                        left[index[node]] -= count
-            self._left = left
+            self._left = list(self.free_now)  # copied: moves count against it
         return self._left
 
     def relocate(self, e: Entry, most: int, least: int = 1) -> Placement:

@@ -32,6 +32,18 @@ log = logging.getLogger(__name__)
 _PREMIUM = Tier.PREMIUM
 
 
+class _Group:
+    """The entries of one device type, split as the round treats them (each list in
+    snapshot order)."""
+
+    __slots__ = ("others", "premium_running", "premium_waiting")
+
+    def __init__(self) -> None:
+        self.premium_running: list[Entry] = []
+        self.premium_waiting: list[Entry] = []
+        self.others: list[Entry] = []  # standard and basic
+
+
 class TieredPolicy:
     """SLA tiers with elastic, checkpointed preemption, in the spirit of Microsoft's
     Singularity (Shukla et al., 2022: transparent preemption, migration and elastic
@@ -135,6 +147,7 @@ class TieredPolicy:
         config = self.config
         fx = fleet_index(snapshot.fleet)
         capacity = fx.capacity
+        index = fx.index
         now = snapshot.now
         hold_since = now - config.min_hold
         thresholds = config.las_thresholds
@@ -142,54 +155,59 @@ class TieredPolicy:
         if config.standard_floor or config.basic_floor:
             floors = {"standard": config.standard_floor, "basic": config.basic_floor}
         grace = config.floor_grace
-        # One pass over the jobs: classify and build the round's entries.
+        # One pass over the jobs (tens of thousands on large fleets): classify them, build
+        # the round's entries, and count the devices free now on each node (capacity less
+        # what stopping and running jobs hold), so no later step walks every job for it.
         run, start, restart = JobState.RUNNING, JobState.STARTING, JobState.RESTARTING
         pending, preempted, stop = JobState.PENDING, JobState.PREEMPTED, JobState.STOPPING
-        groups: dict[str, list[Entry]] = {}
+        groups: dict[str, _Group] = {}
         stopping: dict[str, int] = {}
         stopping_views: list[JobView] = []
+        free_now = list(fx.cap)
+        premium_held: list[Placement] = []  # placements of running premium jobs
         premium_waits = False
         for view in snapshot.jobs:
             state = view.state
+            spec = view.spec
             if state is run or state is start or state is restart:
-                held = view.placement.size
+                placement = view.placement
+                held = placement.size
                 if not held:
                     continue  # a holding state without devices: nothing to schedule
+                for name, count in placement.parts:
+                    free_now[index[name]] -= count
             elif state is pending or state is preempted:
                 held = 0
-                if view.spec.tier is _PREMIUM:
-                    premium_waits = True
             else:
                 if state is stop:
                     stopping_views.append(view)
                     for name, count in view.placement.parts:
                         stopping[name] = stopping.get(name, 0) + count
+                        free_now[index[name]] -= count
                 continue
             e = Entry(view, held, thresholds, hold_since, now, floors, grace)
-            group = groups.get(view.spec.device_type)
+            group = groups.get(spec.device_type)
             if group is None:
-                group = groups[view.spec.device_type] = []
-            group.append(e)
+                group = groups[spec.device_type] = _Group()
+            if e.tier is _PREMIUM:
+                if held:
+                    group.premium_running.append(e)
+                    premium_held.append(view.placement)
+                else:
+                    group.premium_waiting.append(e)
+                    premium_waits = True
+            else:
+                group.others.append(e)
         releasing: dict[str, int] = {}  # devices held by stopping jobs, per type
         for name, count in stopping.items():
-            t = fx.types[fx.index[name]]
+            t = fx.types[index[name]]
             releasing[t] = releasing.get(t, 0) + count
         premium_pool: list[FreePool] = []
 
         def room_for_premium(e: Entry) -> Placement:
             """Where ``e`` fits compactly once only premium jobs hold devices."""
             if not premium_pool:
-                premium_pool.append(
-                    FreePool(
-                        snapshot.fleet,
-                        taken=[
-                            x.view.placement
-                            for g in groups.values()
-                            for x in g
-                            if x.held and x.tier is _PREMIUM
-                        ],
-                    )
-                )
+                premium_pool.append(FreePool(snapshot.fleet, taken=premium_held))
             return premium_pool[0].allocate(e.world, e.spec.device_type)
 
         now_pool: FreePool | None = None  # devices free now (for premium jobs)
@@ -201,23 +219,18 @@ class TieredPolicy:
                     view.spec.checkpoint_bytes / GIB / config.checkpoint_gib_per_s
                 )
                 soon_delay[t] = max(soon_delay.get(t, 0.0), delay)
-            now_pool = FreePool(
-                snapshot.fleet,
-                stopping,
-                [x.view.placement for g in groups.values() for x in g if x.held],
-            )
+            now_pool = FreePool.from_free(snapshot.fleet, list(free_now))
         ordered: list[Entry] = []
         admitted_all: list[Entry] = []
         left_by_type: dict[str, int] = {}
-        now = snapshot.now
-        hold_since = now - config.min_hold
         for device_type in sorted(groups):
             group = groups[device_type]
             total = capacity.get(device_type, 0)  # devices being released included
             soon = releasing.get(device_type, 0)
-            others = [e for e in group if e.tier is not _PREMIUM]
-            premium_running, admitted = admit(group, total, room_for_premium)
-            premium_held = sum(e.held for e in premium_running)
+            others = group.others
+            premium_running = group.premium_running
+            admitted = admit(premium_running, group.premium_waiting, total, room_for_premium)
+            premium_held_here = sum(e.held for e in premium_running)
             wanted = sum(e.world for e in admitted)
             from_soon = 0
             if admitted and now_pool is not None:
@@ -237,16 +250,16 @@ class TieredPolicy:
             premium_use: dict[str, int] = {}
             for e in premium_running + admitted:
                 premium_use[e.tenant] = premium_use.get(e.tenant, 0) + e.target
-            room = total - premium_held - wanted - (soon - from_soon)
+            room = total - premium_held_here - wanted - (soon - from_soon)
             left_by_type[device_type] = allocate_others(
                 others, room, snapshot.quotas, premium_use, now, config
             )
             ordered.extend(premium_running)
             ordered.extend(admitted)
-            ordered.extend(e for e in group if e.tier is _PREMIUM and not e.held and not e.target)
+            ordered.extend(e for e in group.premium_waiting if not e.target)
             ordered.extend(others)
             admitted_all.extend(admitted)
-        rnd = realize(snapshot, stopping, ordered, admitted_all, config)
+        rnd = realize(snapshot, stopping, ordered, admitted_all, config, free_now)
         reasons = self._explain(rnd, ordered, left_by_type)
         kill = frozenset(e.id for e in ordered if e.kill)
         plan = rnd.plan(explain_rest=False, kill=kill, reasons=reasons)
