@@ -169,6 +169,23 @@ class FreePool:
             i = index[name]
             self._set(i, free[i] - count)
 
+    def take_at(self, i: int, count: int) -> None:
+        """:meth:`take` of ``count`` devices on the node of index ``i`` (no placement to
+        build, for callers that hold many blocks of one node each)."""
+        free = self.free[i]
+        if free < count:
+            name = self.fx.names[i]
+            raise PlanError(f"node {name!r}: cannot take {count} devices, only {free} free")
+        self._set(i, free - count)
+
+    def give_at(self, i: int, count: int) -> None:
+        """:meth:`give` of ``count`` devices on the node of index ``i``."""
+        new = self.free[i] + count
+        if new > self.fx.cap[i]:
+            name = self.fx.names[i]
+            raise PlanError(f"node {name!r}: giving back {count} devices overflows it")
+        self._set(i, new)
+
     def fits(self, placement: Placement) -> bool:
         """Whether every device of ``placement`` is free."""
         index = self.fx.index

@@ -20,8 +20,11 @@ class Placement:
     _size: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
-        # Cached: sizes are read on every scheduling decision and every diff.
-        object.__setattr__(self, "_size", sum(c for _, c in self.parts))
+        # Cached: sizes are read on every scheduling decision and every diff. Most
+        # placements are on one node: skip the generator for those.
+        parts = self.parts
+        size = parts[0][1] if len(parts) == 1 else sum(c for _, c in parts)
+        object.__setattr__(self, "_size", size)
 
     @classmethod
     def of(cls, counts: Mapping[str, int] | Iterable[tuple[str, int]]) -> Placement:

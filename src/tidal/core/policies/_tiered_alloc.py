@@ -120,21 +120,19 @@ def las_key(
 
 
 def guarantees(
-    standard: list[Entry],
+    demand: Mapping[str, int],
     capacity: int,
     quotas: Mapping[str, int],
     premium_use: Mapping[str, int],
 ) -> dict[str, int]:
-    """Devices each tenant's standard jobs are guaranteed this round.
+    """Devices each tenant's standard jobs are guaranteed this round (``demand``: the
+    devices, W each, that a tenant's movable standard jobs ask for).
 
     With quotas: a named tenant's quota minus what its premium jobs use; tenants not
     named share what the quotas leave. Without: max-min fair shares of ``capacity`` over
     the tenants with live standard jobs (a tenant asking for less than its share leaves
     the rest to the others).
     """
-    demand: dict[str, int] = {}
-    for e in standard:
-        demand[e.tenant] = demand.get(e.tenant, 0) + e.world
     result: dict[str, int] = {}
     pool = capacity
     shared = demand
@@ -170,32 +168,43 @@ def allocate_others(
     the devices left over. Fixed entries (premium victims) keep their reduced targets.
     Sorts ``others`` into priority order."""
     free = room
+    others.sort(key=_key_of)
+    # One pass (in priority order) sets the pinned jobs' targets and splits the movable
+    # jobs by tier, with each tenant's pinned standard devices and standard demand.
+    standard: list[Entry] = []
+    basic: list[Entry] = []
+    used = dict(premium_use) if quotas else {}
+    demand: dict[str, int] = {}
     for e in others:
         if e.fixed:
             free -= e.target
-        elif e.pinned:
-            e.target = e.held
-            free -= e.held
-    others.sort(key=_key_of)
-    movable = [e for e in others if not e.fixed]
-    standard = [e for e in movable if e.tier is _STANDARD]
-    basic = [e for e in movable if e.tier is _BASIC]
+            continue
+        if e.tier is _STANDARD:
+            standard.append(e)
+            tenant = e.tenant
+            demand[tenant] = demand.get(tenant, 0) + e.world
+            if e.pinned:
+                e.target = e.held
+                free -= e.held
+                used[tenant] = used.get(tenant, 0) + e.held
+        else:
+            basic.append(e)
+            if e.pinned:
+                e.target = e.held
+                free -= e.held
 
     # Standard jobs within their tenant's guarantee.
-    owed = guarantees(standard, room, quotas, premium_use)
-    used = dict(premium_use) if quotas else {}
-    for e in standard:
-        if e.pinned:
-            used[e.tenant] = used.get(e.tenant, 0) + e.target
+    owed = guarantees(demand, room, quotas, premium_use)
     for e in standard:
         if free <= 0:
             break
         if e.pinned:
             continue
         left = owed.get(e.tenant, 0) - used.get(e.tenant, 0)
-        if left < e.spec.sizes[0]:
+        sizes = e.spec.sizes
+        if left < sizes[0]:
             continue
-        size = e.spec.fit_size(min(e.held or e.world, left, free))
+        size = _fit(sizes, min(e.held or e.world, left, free))
         if size:
             e.target = size
             used[e.tenant] = used.get(e.tenant, 0) + size
@@ -207,9 +216,13 @@ def allocate_others(
             if free <= 0:
                 break
             have = e.target
-            if e.spec.sizes[0] > have + free:
+            held = e.held
+            if held and have >= held:
+                continue  # keeps what it holds already: nothing to borrow
+            sizes = e.spec.sizes
+            if sizes[0] > have + free:
                 continue  # cannot start on what is left (a cheap test: queues may be long)
-            size = e.spec.fit_size(min(e.held or e.world, have + free))
+            size = _fit(sizes, min(held or e.world, have + free))
             if size > have:
                 free -= size - have
                 e.target = size
@@ -222,11 +235,18 @@ def allocate_others(
             have = e.target
             if have < e.held or have >= e.world:
                 continue
-            size = e.spec.fit_size(min(_wanted(e, config), have + free))
+            size = _fit(e.spec.sizes, min(_wanted(e, config), have + free))
             if size > have:
                 free -= size - have
                 e.target = size
     return free
+
+
+def _fit(sizes: tuple[int, ...], devices: int) -> int:
+    """``JobSpec.fit_size`` on the spec's ``sizes`` (ascending): the largest not above
+    ``devices``, 0 if none; a C-speed search, as this runs for every job every round."""
+    k = bisect_right(sizes, devices)
+    return sizes[k - 1] if k else 0
 
 
 def _key_of(e: Entry) -> tuple[int, int, int, float, str]:

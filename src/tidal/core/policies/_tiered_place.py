@@ -139,21 +139,23 @@ class _Holds:
 
     def __init__(self, pool: FreePool, counts: dict[str, int]) -> None:
         self.pool = pool
-        self.counts = sorted(counts.items())
-        self.taken: list[Placement] = []
+        index = pool.fx.index
+        # By node name, as (node index, devices): a round may release thousands of nodes.
+        self.counts = [(index[node], count) for node, count in sorted(counts.items())]
+        self.taken: list[tuple[int, int]] = []
 
     def take(self) -> None:
         pool = self.pool
-        for node, count in self.counts:
-            have = min(count, pool.free_on(node))
+        free = pool.free
+        for i, count in self.counts:
+            have = min(count, free[i])
             if have:
-                block = Placement(((node, have),))
-                pool.take(block)
-                self.taken.append(block)
+                pool.take_at(i, have)
+                self.taken.append((i, have))
 
     def give(self) -> None:
-        for block in self.taken:
-            self.pool.give(block)
+        for i, count in self.taken:
+            self.pool.give_at(i, count)
         self.taken = []
 
 
@@ -321,8 +323,17 @@ class _Room:
     def __init__(self, rnd: Round, entries: list[Entry], now: _NowFree) -> None:
         self.rnd = rnd
         self.now = now
-        self.by_id = {e.id: e for e in entries}
+        self.entries = entries
+        self._by_id: dict[str, Entry] | None = None
         self._occ: dict[int, dict[str, int]] | None = None
+
+    @property
+    def by_id(self) -> dict[str, Entry]:
+        """Entries by job id, built the first time a premium job needs room made (rarely:
+        most rounds never defragment, and the map costs a pass over every job)."""
+        if self._by_id is None:
+            self._by_id = {e.id: e for e in self.entries}
+        return self._by_id
 
     def _occupancy(self) -> dict[int, dict[str, int]]:
         """Node index -> non-premium job id -> devices there, as targeted so far."""
