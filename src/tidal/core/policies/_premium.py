@@ -133,7 +133,8 @@ class Premium:
         self.claimed = 0  # devices being released that premium jobs wait for
         self.now = now
         self.config = config
-        self._occ: dict[int, list[tuple[Entry, int]]] | None = None
+        self._occ: dict[int, list[Entry]] | None = None
+        self._pairs: dict[int, list[tuple[Entry, int]]] = {}
         self._basic: dict[int, int] = {}
         self._losses: dict[str, float] = {}
         self._candidates: list[int] | None = None
@@ -148,13 +149,15 @@ class Premium:
     def total_free(self) -> int:
         return self.pool.total_free(self.device_type)
 
-    def occupants(self) -> dict[int, list[tuple[Entry, int]]]:
+    def occupants(self) -> dict[int, list[Entry]]:
+        """Node index -> the running non-premium jobs there (once per placement part)."""
         if self._occ is None:
             index = self.fx.index
-            occ: dict[int, list[tuple[Entry, int]]] = {}
+            occ: dict[int, list[Entry]] = {}
             basic = self._basic = {}  # node -> devices basic jobs hold there
-            # One pass over the running jobs (tens of thousands on large fleets); the
-            # per-node basic counts ride along for ``candidates``.
+            # One pass over the running jobs (tens of thousands on large fleets), storing
+            # only the entries: the (job, devices) pairs are made for the few nodes weighed.
+            # The per-node basic counts ride along for ``candidates``.
             for e in self.others:
                 if e.held:
                     is_basic = e.tier is _BASIC
@@ -162,18 +165,37 @@ class Premium:
                         i = index[node]
                         jobs = occ.get(i)
                         if jobs is None:
-                            occ[i] = [(e, count)]
+                            occ[i] = [e]
                         else:
-                            jobs.append((e, count))
+                            jobs.append(e)
                         if is_basic:
                             basic[i] = basic.get(i, 0) + count
             self._occ = occ
         return self._occ
 
+    def jobs_on(self, node: int) -> list[tuple[Entry, int]]:
+        """``(job, devices it holds on node)`` for the running non-premium jobs on
+        ``node``, made the first time the node is looked at."""
+        jobs = self._pairs.get(node)
+        if jobs is None:
+            name = self.fx.names[node]
+            jobs = []
+            seen: dict[str, int] = {}  # multi-node jobs: parts of this node used so far
+            for e in self.occupants()[node]:
+                parts = e.view.placement.parts
+                if len(parts) == 1:
+                    jobs.append((e, parts[0][1]))
+                    continue
+                k = seen.get(e.id, 0)
+                seen[e.id] = k + 1
+                jobs.append((e, [c for n, c in parts if n == name][k]))
+            self._pairs[node] = jobs
+        return jobs
+
     def victims_on(self, node: int) -> list[tuple[Entry, int]]:
         """The jobs on ``node`` in the order victims are weighed (least progress lost,
         then cheapest to checkpoint); sorted the first time the node is weighed."""
-        jobs = self.occupants()[node]
+        jobs = self.jobs_on(node)
         if node not in self._sorted:
             loss = self.loss
             jobs.sort(key=lambda ec: (loss(ec[0]), stop_cost(ec[0])))
@@ -242,14 +264,15 @@ class Premium:
     def _best_node(self, p: Entry, slack: float) -> tuple[int, list[Cut]] | None:
         """The node where ``p`` can be made room for most cheaply, with the cuts."""
         free = self.free_now()
-        occ = self.occupants()
         cap = self.fx.cap
         world = p.world
         best: tuple[tuple[float, ...], int, list[Cut]] | None = None
         looked = 0
         for i in self.candidates():
-            jobs = occ[i]
-            if cap[i] < world or free[i] + sum(c for e, c in jobs if not e.fixed) < world:
+            if cap[i] < world:
+                continue
+            jobs = self.jobs_on(i)
+            if free[i] + sum(c for e, c in jobs if not e.fixed) < world:
                 continue
             plan = self._cuts_on(i, self.victims_on(i), world - free[i], slack)
             if plan is None:

@@ -46,7 +46,13 @@ class TieredConfig:
 
 
 class Entry:
-    """One job's bookkeeping during a round (mutable, private to ``tiered``)."""
+    """One job's bookkeeping during a round (mutable, private to ``tiered``).
+
+    What derives from the job's view alone (``view`` to ``world``, ``held``, and ``key``
+    unless share floors are on) never changes; :meth:`renew` resets the rest, so an entry
+    can serve the same (immutable) view again in a later round. Reasons formatted after
+    the round (``TieredPolicy._explain``) read only the view-derived fields.
+    """
 
     __slots__ = (
         "fixed",
@@ -83,14 +89,7 @@ class Entry:
         self.tenant = spec.tenant
         self.world = spec.world
         self.held = held
-        self.target = 0
-        self.fixed = False  # target set by premium preemption; not revisited this round
-        placed = view.placed_at
-        # Inside its minimum hold time: keeps exactly what it has (premium work excepted).
-        self.pinned = held > 0 and placed is not None and placed > hold_since
-        self.kill = False  # stopped without a checkpoint
-        self.hint: Placement | None = None  # where a premium job fits beside premium work
-        self.reason = ""
+        self.renew(hold_since)
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
         # A job whose share of the device-time it asked for (attained / (W × age)) has
@@ -102,6 +101,17 @@ class Entry:
             if floor and age > grace and view.attained < floor * spec.world * age:
                 level = -1
         self.key = (_RANKS[tier._value_], level, 0 if held else 1, spec.submit_time, job_id)
+
+    def renew(self, hold_since: float) -> None:
+        """Start a round: nothing decided yet."""
+        self.target = 0
+        self.fixed = False  # target set by premium preemption; not revisited this round
+        placed = self.view.placed_at
+        # Inside its minimum hold time: keeps exactly what it has (premium work excepted).
+        self.pinned = self.held > 0 and placed is not None and placed > hold_since
+        self.kill = False  # stopped without a checkpoint
+        self.hint: Placement | None = None  # where a premium job fits beside premium work
+        self.reason = ""
 
 
 def las_key(
