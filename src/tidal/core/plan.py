@@ -63,11 +63,13 @@ class Plan:
                     actions.append(Start(job_id, target, reason=reasons.get(job_id, "")))
                 continue
             current = view.placement
-            if not current.parts or state is stopping or not state.holds_devices:
+            if not current.parts:
                 continue
             job_id = view.spec.id
             target = placements.get(job_id, EMPTY)
-            if target is current or target == current:
+            if target is current:
+                continue  # kept as it is (most running jobs): no need to look further
+            if state is stopping or not state.holds_devices or target == current:
                 continue
             reason = reasons.get(job_id, "")
             if not target:

@@ -339,13 +339,21 @@ class _Room:
         """Node index -> non-premium job id -> devices there, as targeted so far."""
         if self._occ is None:
             index = self.rnd.pool.fx.index
+            placements = self.rnd.placements
             occ: dict[int, dict[str, int]] = {}
-            for job_id, placement in self.rnd.placements.items():
-                e = self.by_id.get(job_id)
-                if e is None or e.tier is _PREMIUM:
+            for e in self.entries:
+                if e.tier is _PREMIUM:
+                    continue
+                placement = placements.get(e.id)
+                if placement is None:
                     continue
                 for node, count in placement.parts:
-                    occ.setdefault(index[node], {})[job_id] = count
+                    i = index[node]
+                    jobs = occ.get(i)
+                    if jobs is None:
+                        occ[i] = {e.id: count}
+                    else:
+                        jobs[e.id] = count
             self._occ = occ
         return self._occ
 

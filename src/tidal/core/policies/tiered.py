@@ -204,12 +204,13 @@ class TieredPolicy:
                         stopping[name] = stopping.get(name, 0) + count
                         free_now[index[name]] -= count
                 continue
-            e = reuse.get(id(view))
+            key = id(view)
+            e = reuse.get(key)
             if e is not None and e.view is view:
                 e.renew(hold_since)
             else:
                 e = Entry(view, held, thresholds, hold_since, now, floors, grace)
-            entries[id(view)] = e
+            entries[key] = e
             group = groups.get(spec.device_type)
             if group is None:
                 group = groups[spec.device_type] = _Group()
@@ -307,12 +308,13 @@ class TieredPolicy:
         fixed = rnd.reasons
         lazy: dict[str, Entry] = {}
         placements = rnd.placements
+        placed = placements.get
         for e in ordered:
-            placement = placements.get(e.id)
-            size = placement.size if placement is not None else 0
             if e.reason:  # premium victims, moves: say why, short or not
                 fixed[e.id] = e.reason
-            elif size < e.world:
+                continue
+            placement = placed(e.id)
+            if placement is None or placement.size < e.world:
                 lazy[e.id] = e
         thresholds = self.config.las_thresholds
 
