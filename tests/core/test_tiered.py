@@ -246,9 +246,9 @@ def test_las_order_within_a_tier() -> None:
 def test_share_floor_lifts_a_starved_job_above_las(
     floor: float, grace: float, starved_runs: bool
 ) -> None:
-    """A standard job older than ``floor_grace`` whose attained share of W x age is below
-    ``standard_floor`` goes ahead of every service level (and so preempts a job of the
-    same level that has had its share)."""
+    """A standard job in the lowest service level, older than ``floor_grace``, whose
+    attained share of W x age is below ``standard_floor`` goes ahead of every service level
+    (and so preempts a job of a higher level that has had its share)."""
     fresh = running(
         spec("fresh", world=8, min_devices=8, submit=NOW - 20_000),
         {"n0": 8},
@@ -257,12 +257,35 @@ def test_share_floor_lifts_a_starved_job_above_las(
     )
     starved = waiting(
         spec("starved", world=8, min_devices=8, submit=NOW - 90_000),
-        attained=8 * 90_000 * 0.1,  # a tenth of what it asked for
+        attained=120_000.0,  # lowest service level, a sixth of the device-time it asked for
         state=JobState.PREEMPTED,
     )
     plan = check(tiered(standard_floor=floor, floor_grace=grace), snap([fresh, starved]))
     assert bool(plan.target("starved")) is starved_runs
     assert bool(plan.target("fresh")) is not starved_runs
+
+
+def test_share_floor_follows_the_clock_for_unchanged_views() -> None:
+    """The same views, later: the starved job's grace period is over and it goes first
+    (the policy reuses its per-view bookkeeping between rounds, but not a stale floor)."""
+    from dataclasses import replace
+
+    fresh = running(
+        spec("fresh", world=8, min_devices=8, submit=NOW - 20_000),
+        {"n0": 8},
+        placed_at=OLD,
+        attained=96_000.0,
+    )
+    starved = waiting(
+        spec("starved", world=8, min_devices=8, submit=NOW - 90_000),
+        attained=120_000.0,
+        state=JobState.PREEMPTED,
+    )
+    policy = tiered(standard_floor=0.5, floor_grace=100_000)
+    s = snap([fresh, starved])
+    assert not check(policy, s).target("starved")
+    assert check(policy, replace(s, now=NOW + 20_000)).target("starved")
+    assert not check(policy, s).target("starved")
 
 
 def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:

@@ -275,7 +275,7 @@ class Simulation:
 
 
 @contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
+def fewer_gc_passes() -> Iterator[None]:
     """Run the cyclic garbage collector less often while simulating.
 
     A simulation allocates many short-lived objects (views, plans, policy scratch) next to
@@ -341,7 +341,7 @@ def simulate(
             too_big[0],
         )
     started = time.perf_counter()
-    with _fewer_gc_passes():
+    with fewer_gc_passes():
         sim = Simulation(
             specs,
             fleet,

@@ -49,8 +49,8 @@ class TieredConfig:
 class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
-    What derives from the job's view alone (``view`` to ``world``, ``held``, and ``key``
-    unless share floors are on) never changes; :meth:`renew` resets the rest, so an entry
+    What derives from the job's view alone (``view`` to ``world``, ``held``, ``las``, and
+    ``key`` except where a share floor applies, see :meth:`apply_floor`) never changes; :meth:`renew` resets the rest, so an entry
     can serve the same (immutable) view again in a later round. Reasons formatted after
     the round (``TieredPolicy._explain``) read only the view-derived fields.
     """
@@ -62,6 +62,8 @@ class Entry:
         "id",
         "key",
         "kill",
+        "las",
+        "lowest",
         "pinned",
         "reason",
         "spec",
@@ -93,15 +95,25 @@ class Entry:
         self.renew(hold_since)
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
-        # A job whose share of the device-time it asked for (attained / (W × age)) has
-        # fallen below its tier's floor (the standard SLA) goes ahead of every level.
-        level = bisect_right(thresholds, view.attained)
-        if floors:
-            floor = floors.get(tier._value_, 0.0)
-            age = now - spec.submit_time
-            if floor and age > grace and view.attained < floor * spec.world * age:
-                level = -1
+        self.las = level = bisect_right(thresholds, view.attained)
+        self.lowest = level == len(thresholds)  # where share floors may apply
         self.key = (_RANKS[tier._value_], level, 0 if held else 1, spec.submit_time, job_id)
+        if floors and self.lowest:
+            self.apply_floor(now, floors, grace)
+
+    def apply_floor(self, now: float, floors: Mapping[str, float], grace: float) -> None:
+        """Share floors guard against LAS starving long jobs: a job in the lowest service
+        level whose share of the device-time it asked for (attained / (W × age)) is below
+        its tier's floor, once older than ``grace``, goes ahead of every level. Shorter
+        jobs are left to LAS (they sit at a high level anyway). Depends on the time."""
+        spec = self.spec
+        floor = floors.get(self.tier._value_, 0.0)
+        age = now - spec.submit_time
+        starved = floor and age > grace and self.view.attained < floor * spec.world * age
+        level = -1 if starved else self.las
+        rank, old, waits, submit, job_id = self.key
+        if level != old:
+            self.key = (rank, level, waits, submit, job_id)
 
     def renew(self, hold_since: float) -> None:
         """Start a round: nothing decided yet."""

@@ -150,15 +150,14 @@ class TieredPolicy:
         # never share entries; the cache changes no decision.
         self._spare: list[tuple[TieredConfig, dict[int, Entry]]] = []
 
-    def _take_entries(self, reusable: bool) -> dict[int, Entry]:
-        """The last round's entries, if they were made under the same configuration (and
-        keys do not depend on the time, as share floors make them)."""
+    def _take_entries(self) -> dict[int, Entry]:
+        """The last round's entries, if they were made under the same configuration."""
         try:
             config, entries = self._spare.pop()
         except IndexError:
             return {}
         self._spare.clear()  # keep at most one: concurrent rounds may each return one
-        return entries if reusable and config is self.config else {}
+        return entries if config is self.config else {}
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         config = self.config
@@ -183,7 +182,7 @@ class TieredPolicy:
         free_now = list(fx.cap)
         premium_held: list[Placement] = []  # placements of running premium jobs
         premium_waits = False
-        reuse = self._take_entries(floors is None)
+        reuse = self._take_entries()
         entries: dict[int, Entry] = {}  # by view identity, for the next round
         for view in snapshot.jobs:
             state = view.state
@@ -208,6 +207,8 @@ class TieredPolicy:
             e = reuse.get(key)
             if e is not None and e.view is view:
                 e.renew(hold_since)
+                if floors is not None and e.lowest:
+                    e.apply_floor(now, floors, grace)
             else:
                 e = Entry(view, held, thresholds, hold_since, now, floors, grace)
             entries[key] = e
