@@ -288,6 +288,30 @@ def test_share_floor_follows_the_clock_for_unchanged_views() -> None:
     assert not check(policy, s).target("starved")
 
 
+@pytest.mark.parametrize(
+    ("standard_yield", "attained", "winner"),
+    [
+        (0.0, 9_000.0, "std"),  # off: standard before basic, always
+        (0.8, 9_000.0, "basic"),  # 90 % of what it asked for: slack, queues with basic
+        (0.8, 5_000.0, "std"),  # 50 %: no slack, keeps its standard priority
+    ],
+)
+def test_standard_with_sla_slack_yields_idle_devices_to_basic(
+    standard_yield: float, attained: float, winner: str
+) -> None:
+    """One idle device, a waiting standard job that has had ``attained`` of the 10,000
+    device-seconds it asked for, and a fresh basic job."""
+    s = snap(
+        [
+            running(spec("r", world=7, min_devices=7), {"n0": 7}, placed_at=RECENT),
+            waiting(spec("std", submit=NOW - 10_000), attained=attained, state=JobState.PREEMPTED),
+            waiting(spec("basic", "basic", submit=NOW - 10)),
+        ]
+    )
+    plan = check(tiered(standard_yield=standard_yield), s)
+    assert [j for j in ("std", "basic") if plan.target(j)] == [winner]
+
+
 def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:
     """Per node, devices free now that the plan leaves unassigned.
 
@@ -401,6 +425,8 @@ def test_parameters_are_validated() -> None:
         TieredPolicy(las_thresholds=(100.0, 10.0))
     with pytest.raises(ValueError, match="tick must be > 0"):
         TieredPolicy(tick=0)
+    with pytest.raises(ValueError, match="standard_yield must be in"):
+        TieredPolicy(standard_yield=2)
     with pytest.raises(ValueError, match="standard_floor and basic_floor must be in"):
         TieredPolicy(basic_floor=1.5)
 

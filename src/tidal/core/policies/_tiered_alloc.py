@@ -20,6 +20,8 @@ _PREMIUM = Tier.PREMIUM
 _STANDARD = Tier.STANDARD
 _BASIC = Tier.BASIC
 _RANKS = {t.value: t.rank for t in Tier}  # by value: hashing Enum members is slow
+_STANDARD_RANK = Tier.STANDARD.rank
+_BASIC_RANK = Tier.BASIC.rank
 
 
 DEFAULT_MIN_HOLD = 3600.0
@@ -41,6 +43,7 @@ class TieredConfig:
     standard_floor: float = 0.0
     basic_floor: float = 0.0
     floor_grace: float = 3600.0
+    standard_yield: float = 0.0
     checkpoint_fixed_s: float = 5.0
     checkpoint_gib_per_s: float = 1.0
     migrate: bool = True
@@ -50,7 +53,7 @@ class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
     What derives from the job's view alone (``view`` to ``world``, ``held``, ``las``, and
-    ``key`` except where a share floor applies, see :meth:`apply_floor`) never changes; :meth:`renew` resets the rest, so an entry
+    ``key`` where it does not depend on the time, see :meth:`retime`) never changes; :meth:`renew` resets the rest, so an entry
     can serve the same (immutable) view again in a later round. Reasons formatted after
     the round (``TieredPolicy._explain``) read only the view-derived fields.
     """
@@ -70,6 +73,7 @@ class Entry:
         "target",
         "tenant",
         "tier",
+        "timed",
         "view",
         "world",
     )
@@ -83,6 +87,7 @@ class Entry:
         now: float = 0.0,
         floors: Mapping[str, float] | None = None,
         grace: float = 0.0,
+        yield_share: float = 0.0,
     ) -> None:
         spec = view.spec
         self.view = view
@@ -98,22 +103,41 @@ class Entry:
         self.las = level = bisect_right(thresholds, view.attained)
         self.lowest = level == len(thresholds)  # where share floors may apply
         self.key = (_RANKS[tier._value_], level, 0 if held else 1, spec.submit_time, job_id)
-        if floors and self.lowest:
-            self.apply_floor(now, floors, grace)
+        # Whether the key depends on the time (see :meth:`retime`).
+        self.timed = bool(
+            (floors and self.lowest) or (yield_share and tier is _STANDARD and not held)
+        )
+        if self.timed:
+            self.retime(now, floors, grace, yield_share)
 
-    def apply_floor(self, now: float, floors: Mapping[str, float], grace: float) -> None:
-        """Share floors guard against LAS starving long jobs: a job in the lowest service
-        level whose share of the device-time it asked for (attained / (W × age)) is below
-        its tier's floor, once older than ``grace``, goes ahead of every level. Shorter
-        jobs are left to LAS (they sit at a high level anyway). Depends on the time."""
+    def retime(
+        self, now: float, floors: Mapping[str, float] | None, grace: float, yield_share: float
+    ) -> None:
+        """The parts of the key that depend on the job's share of the device-time it asked
+        for, ``attained / (W × age)``, once it is older than ``grace``:
+
+        - Share floors guard against LAS starving long jobs: a job in the lowest service
+          level whose share is below its tier's floor goes ahead of every level. Shorter
+          jobs are left to LAS (they sit at a high level anyway).
+        - ``yield_share``: a waiting standard job whose share is at least this (it has
+          slack against its SLA) queues with basic jobs, by LAS, for the devices standard
+          work leaves; it still takes devices from basic jobs once it has lost that slack.
+        """
         spec = self.spec
-        floor = floors.get(self.tier._value_, 0.0)
         age = now - spec.submit_time
-        starved = floor and age > grace and self.view.attained < floor * spec.world * age
-        level = -1 if starved else self.las
-        rank, old, waits, submit, job_id = self.key
-        if level != old:
-            self.key = (rank, level, waits, submit, job_id)
+        asked = spec.world * age
+        attained = self.view.attained
+        rank, level, waits, submit, job_id = self.key
+        new_rank, new_level = _RANKS[self.tier._value_], self.las
+        if floors and self.lowest:
+            floor = floors.get(self.tier._value_, 0.0)
+            if floor and age > grace and attained < floor * asked:
+                new_level = -1
+        slack = age > grace and attained >= yield_share * asked
+        if yield_share and self.tier is _STANDARD and not self.held and slack:
+            new_rank = _BASIC_RANK
+        if (new_rank, new_level) != (rank, level):
+            self.key = (new_rank, new_level, waits, submit, job_id)
 
     def renew(self, hold_since: float) -> None:
         """Start a round: nothing decided yet."""
@@ -202,7 +226,7 @@ def allocate_others(
         if e.fixed:
             free -= e.target
             continue
-        if e.tier is _STANDARD:
+        if e.key[0] == _STANDARD_RANK:  # a standard job with SLA slack queues as basic
             standard.append(e)
             tenant = e.tenant
             demand[tenant] = demand.get(tenant, 0) + e.world

@@ -98,6 +98,7 @@ class TieredPolicy:
         standard_floor: float = 0.0,
         basic_floor: float = 0.0,
         floor_grace: float = 3600.0,
+        standard_yield: float = 0.0,
         migrate: bool = True,
         tick: float | None = 300.0,
     ) -> None:
@@ -113,6 +114,8 @@ class TieredPolicy:
                 "tiered: standard_floor and basic_floor must be in [0, 1] and floor_grace "
                 f">= 0, got {standard_floor}, {basic_floor} and {floor_grace}"
             )
+        if not 0 <= standard_yield <= 1:
+            raise SpecError(f"tiered: standard_yield must be in [0, 1], got {standard_yield}")
         if kill_max_loss < 0:
             raise SpecError(f"tiered: kill_max_loss must be >= 0, got {kill_max_loss}")
         if not 0 < premium_sla <= 1:
@@ -139,6 +142,7 @@ class TieredPolicy:
             standard_floor=float(standard_floor),
             basic_floor=float(basic_floor),
             floor_grace=float(floor_grace),
+            standard_yield=float(standard_yield),
             migrate=migrate,
         )
         self.tick = tick
@@ -171,6 +175,7 @@ class TieredPolicy:
         if config.standard_floor or config.basic_floor:
             floors = {"standard": config.standard_floor, "basic": config.basic_floor}
         grace = config.floor_grace
+        yield_share = config.standard_yield
         # One pass over the jobs (tens of thousands on large fleets): classify them, build
         # the round's entries, and count the devices free now on each node (capacity less
         # what stopping and running jobs hold), so no later step walks every job for it.
@@ -207,10 +212,10 @@ class TieredPolicy:
             e = reuse.get(key)
             if e is not None and e.view is view:
                 e.renew(hold_since)
-                if floors is not None and e.lowest:
-                    e.apply_floor(now, floors, grace)
+                if e.timed:
+                    e.retime(now, floors, grace, yield_share)
             else:
-                e = Entry(view, held, thresholds, hold_since, now, floors, grace)
+                e = Entry(view, held, thresholds, hold_since, now, floors, grace, yield_share)
             entries[key] = e
             group = groups.get(spec.device_type)
             if group is None:
