@@ -18,7 +18,6 @@ from tidal.core.tiers import Tier
 
 _PREMIUM = Tier.PREMIUM
 _STANDARD = Tier.STANDARD
-_BASIC = Tier.BASIC
 _RANKS = {t.value: t.rank for t in Tier}  # by value: hashing Enum members is slow
 _STANDARD_RANK = Tier.STANDARD.rank
 _BASIC_RANK = Tier.BASIC.rank
@@ -53,8 +52,9 @@ class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
     What derives from the job's view alone (``view`` to ``world``, ``held``, ``las``, and
-    ``key`` where it does not depend on the time, see :meth:`retime`) never changes; :meth:`renew` resets the rest, so an entry
-    can serve the same (immutable) view again in a later round. Reasons formatted after
+    ``key`` where it does not depend on the time, see :meth:`retime`) never changes;
+    :meth:`renew` resets the rest, so an entry can serve the same (immutable) view again
+    in a later round. Reasons formatted after
     the round (``TieredPolicy._explain``) read only the view-derived fields.
     """
 
@@ -133,9 +133,9 @@ class Entry:
             floor = floors.get(self.tier._value_, 0.0)
             if floor and age > grace and attained < floor * asked:
                 new_level = -1
-        slack = age > grace and attained >= yield_share * asked
-        if yield_share and self.tier is _STANDARD and not self.held and slack:
-            new_rank = _BASIC_RANK
+        waiting_standard = self.tier is _STANDARD and not self.held
+        if yield_share and waiting_standard and age > grace and attained >= yield_share * asked:
+            new_rank = _BASIC_RANK  # slack against its SLA: queues with basic jobs
         if (new_rank, new_level) != (rank, level):
             self.key = (new_rank, new_level, waits, submit, job_id)
 
@@ -149,21 +149,6 @@ class Entry:
         self.kill = False  # stopped without a checkpoint
         self.hint: Placement | None = None  # where a premium job fits beside premium work
         self.reason = ""
-
-
-def las_key(
-    view: JobView, thresholds: Sequence[float], held: int
-) -> tuple[int, int, int, float, str]:
-    """Tier, then discretized least attained service: level, running before waiting,
-    then first-come first-served."""
-    spec = view.spec
-    return (
-        spec.tier.rank,
-        bisect_right(thresholds, view.attained),
-        0 if held else 1,
-        spec.submit_time,
-        spec.id,
-    )
 
 
 def guarantees(

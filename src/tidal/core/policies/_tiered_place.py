@@ -56,13 +56,14 @@ def realize(
                 continue
             kept = shrink_parts(current, target) if target else EMPTY
             left = kept.as_dict()
+            # A running job that checkpoints releases its devices only after that.
+            after_checkpoint = not e.kill and e.view.state is running
             for node, count in current.parts:
-                if count > left.get(node, 0):
-                    round_free[index[node]] += count - left.get(node, 0)
-            if not e.kill and e.view.state is running:
-                for node, count in current.parts:
-                    if count > left.get(node, 0):
-                        released[node] = released.get(node, 0) + count - left.get(node, 0)
+                gone = count - left.get(node, 0)
+                if gone > 0:
+                    round_free[index[node]] += gone
+                    if after_checkpoint:
+                        released[node] = released.get(node, 0) + gone
             if target:
                 placements[e.id] = kept
         elif target and e.tier is not _PREMIUM:
