@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from tidal.core.packing import FreePool
-from tidal.core.placement import Placement
+from tidal.core.placement import EMPTY, Placement
 from tidal.core.plan import Plan
 from tidal.core.policies._common import Round, log_round, split_jobs, submit_order, waiting_reason
 from tidal.core.snapshot import ClusterSnapshot, JobView
@@ -43,6 +43,7 @@ class BackfillPolicy:
         shadow = math.inf
         future: FreePool | None = None
         started: list[tuple[float, str, Placement]] = []
+        no_room: set[tuple[str, int]] = set()  # (device type, size) that did not fit
         for view in waiting:
             world = view.spec.world
             if head is None:
@@ -58,8 +59,13 @@ class BackfillPolicy:
                     world, free, f"head of the queue, devices reserved from {when}"
                 )
                 continue
-            placement = rnd.place(view, world)
+            # Devices only get taken from here on (a backfilled job that would delay the
+            # reservation gives its devices straight back), so a size that did not fit
+            # does not fit later in the round either: queues run to thousands of jobs.
+            size_key = (view.spec.device_type, world)
+            placement = EMPTY if size_key in no_room else rnd.place(view, world)
             if not placement:
+                no_room.add(size_key)
                 rnd.reasons[view.id] = waiting_reason(
                     world, rnd.pool.total_free(view.spec.device_type), "no room to backfill"
                 )

@@ -9,6 +9,8 @@ from tidal.core.tiers import Tier
 
 # Kubernetes PriorityClass values: larger is more important.
 _PRIORITY = {Tier.PREMIUM: 2, Tier.STANDARD: 1, Tier.BASIC: 0}
+_LOWEST = Tier.BASIC  # preempts nobody
+_NEVER = 1 << 62
 
 
 def _queue_key(view: JobView) -> tuple[int, float, str]:
@@ -44,12 +46,26 @@ class PriorityKillPolicy:
             if rnd.keep(view):
                 held[view.id] = view
         waiting.sort(key=_queue_key)
+        # Per (device type, tier): the smallest one-node size whose preemption failed this
+        # round. Later jobs of that tier only fill devices or trade victims for themselves,
+        # so no node gains room for that tier: a size at least as large fails too, and is
+        # not searched again (the search walks every running job; queues run to thousands).
+        failed: dict[tuple[str, Tier], int] = {}
+        node_cap = rnd.pool.fx.max_cap
         for view in waiting:
-            world = view.spec.world
+            spec = view.spec
+            world = spec.world
             if rnd.place(view, world):
                 held[view.id] = view
                 continue
-            victims = self._preempt(rnd, held, view)
+            tier = spec.tier
+            memo = (spec.device_type, tier)
+            if tier is _LOWEST or world >= failed.get(memo, _NEVER):
+                victims = None  # nobody below it, or no more room than when it last failed
+            else:
+                victims = self._preempt(rnd, held, view)
+                if victims is None and world <= node_cap.get(spec.device_type, 0):
+                    failed[memo] = world
             if victims is None:
                 rnd.reasons[view.id] = waiting_reason(
                     world,
