@@ -312,6 +312,72 @@ def test_standard_with_sla_slack_yields_idle_devices_to_basic(
     assert [j for j in ("std", "basic") if plan.target(j)] == [winner]
 
 
+@pytest.mark.parametrize(
+    ("margin", "share", "long_left", "expected"),
+    [
+        # Off: plain tiers and LAS; the standard job runs, the long basic job waits.
+        (None, 0.25, 900_000.0, {"std": 8, "long": 0}),
+        # On: the basic job with the longest time left runs at full size first.
+        (0.0, 0.5, 900_000.0, {"long": 4, "std": 4}),
+        # Less than `critical_min` left: it cannot push the last finish out, so LAS rules.
+        (0.0, 0.5, 50_000.0, {"std": 8, "long": 0}),
+        # Critical jobs together take at most `critical_share` of the room.
+        (0.0, 0.25, 900_000.0, {"std": 8, "long": 0}),
+    ],
+)
+def test_critical_path_job_runs_before_las_and_tiers(
+    margin: float | None, share: float, long_left: float, expected: dict[str, int]
+) -> None:
+    """A basic job with far more time left than anyone else (``critical_margin``) runs
+    ahead of a standard job that LAS and the tiers would put first, so that the
+    longest job does not decide when the backlog is done."""
+    long = waiting(
+        spec("long", "basic", 4, min_devices=4, duration=long_left + 100_000),
+        attained=400_000.0,
+        done=100_000.0 * 4,
+        state=JobState.PREEMPTED,
+    )
+    std = running(spec("std", world=8, min_devices=4, duration=200_000), {"n0": 8}, placed_at=OLD)
+    policy = tiered(critical_margin=margin, critical_share=share)
+    plan = check(policy, snap([long, std]))
+    assert {j: plan.target(j).size for j in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("by_remaining", "running_left", "winner"),
+    [
+        # Off: the lowest LAS level is first come, first served; the running job keeps on.
+        (False, 4_000_000.0, "old"),
+        # On: the job with much less work left goes first, even past a running one.
+        (True, 4_000_000.0, "short"),
+        # On, but less than twice as much work left: the running job keeps its devices.
+        (True, 1_500_000.0, "old"),
+    ],
+)
+def test_lowest_level_by_declared_work_left(
+    by_remaining: bool, running_left: float, winner: str
+) -> None:
+    """Two basic jobs in the lowest service level want the same 8 devices: ``old`` runs
+    with ``running_left`` device-seconds of work left, ``short`` (submitted later) waits
+    with 1,000,000. With ``lowest_by_remaining`` the lowest level is ordered by work left,
+    one sub-level per doubling, running jobs first within a sub-level."""
+    old = running(
+        spec("old", "basic", 8, min_devices=8, duration=running_left / 8 + 100_000),
+        {"n0": 8},
+        placed_at=OLD,
+        attained=800_000.0,
+        done=800_000.0,
+    )
+    short = waiting(
+        spec("short", "basic", 8, min_devices=8, submit=10.0, duration=1_000_000 / 8 + 50_000),
+        attained=400_000.0,
+        done=400_000.0,
+        state=JobState.PREEMPTED,
+    )
+    plan = check(tiered(lowest_by_remaining=by_remaining), snap([old, short]))
+    assert [j for j in ("old", "short") if plan.target(j)] == [winner]
+
+
 def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:
     """Per node, devices free now that the plan leaves unassigned.
 
@@ -427,6 +493,10 @@ def test_parameters_are_validated() -> None:
         TieredPolicy(tick=0)
     with pytest.raises(ValueError, match="standard_yield must be in"):
         TieredPolicy(standard_yield=2)
+    with pytest.raises(ValueError, match="critical_margin must be"):
+        TieredPolicy(critical_margin=-1)
+    with pytest.raises(ValueError, match="critical_share in"):
+        TieredPolicy(critical_share=1.5)
     with pytest.raises(ValueError, match="standard_floor and basic_floor must be in"):
         TieredPolicy(basic_floor=1.5)
 

@@ -27,6 +27,9 @@ DEFAULT_MIN_HOLD = 3600.0
 DEFAULT_LAS_THRESHOLDS = (7200.0, 28800.0, 115200.0)
 DEFAULT_GROW_MIN_REMAINING = 600.0
 DEFAULT_KILL_MAX_LOSS = 3600.0
+DEFAULT_CRITICAL_MARGIN = 21600.0
+DEFAULT_CRITICAL_MIN = 259200.0
+DEFAULT_CRITICAL_SHARE = 0.25
 GIB = float(1 << 30)
 
 
@@ -43,6 +46,10 @@ class TieredConfig:
     basic_floor: float = 0.0
     floor_grace: float = 3600.0
     standard_yield: float = 0.0
+    lowest_by_remaining: bool = True
+    critical_margin: float | None = DEFAULT_CRITICAL_MARGIN
+    critical_min: float = DEFAULT_CRITICAL_MIN
+    critical_share: float = DEFAULT_CRITICAL_SHARE
     checkpoint_fixed_s: float = 5.0
     checkpoint_gib_per_s: float = 1.0
     migrate: bool = True
@@ -51,14 +58,15 @@ class TieredConfig:
 class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
-    What derives from the job's view alone (``view`` to ``world``, ``held``, ``las``, and
-    ``key`` where it does not depend on the time, see :meth:`retime`) never changes;
+    What derives from the job's view alone (``view`` to ``world``, ``held``, ``left``,
+    ``las``, ``level`` and ``key`` where it does not depend on the time, see :meth:`retime`) never changes;
     :meth:`renew` resets the rest, so an entry can serve the same (immutable) view again
     in a later round. Reasons formatted after
     the round (``TieredPolicy._explain``) read only the view-derived fields.
     """
 
     __slots__ = (
+        "critical",
         "fixed",
         "held",
         "hint",
@@ -66,6 +74,8 @@ class Entry:
         "key",
         "kill",
         "las",
+        "left",
+        "level",
         "lowest",
         "pinned",
         "reason",
@@ -88,6 +98,7 @@ class Entry:
         floors: Mapping[str, float] | None = None,
         grace: float = 0.0,
         yield_share: float = 0.0,
+        by_remaining: bool = False,
     ) -> None:
         spec = view.spec
         self.view = view
@@ -95,13 +106,19 @@ class Entry:
         self.id = job_id = spec.id
         self.tier = tier = spec.tier
         self.tenant = spec.tenant
-        self.world = spec.world
+        self.world = world = spec.world
         self.held = held
+        # Time it still needs at full size: the earliest it can finish is now + left.
+        self.left = view.remaining / world
         self.renew(hold_since)
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
         self.las = level = bisect_right(thresholds, view.attained)
         self.lowest = level == len(thresholds)  # where share floors may apply
+        if by_remaining and self.lowest and thresholds:
+            # Within the lowest level, by declared work left: one sub-level per doubling.
+            level += max(0, int(view.remaining / thresholds[-1]).bit_length() - 1)
+        self.level = level
         self.key = (_RANKS[tier._value_], level, 0 if held else 1, spec.submit_time, job_id)
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
@@ -128,7 +145,7 @@ class Entry:
         asked = spec.world * age
         attained = self.view.attained
         rank, level, waits, submit, job_id = self.key
-        new_rank, new_level = _RANKS[self.tier._value_], self.las
+        new_rank, new_level = _RANKS[self.tier._value_], self.level
         if floors and self.lowest:
             floor = floors.get(self.tier._value_, 0.0)
             if floor and age > grace and attained < floor * asked:
@@ -142,6 +159,7 @@ class Entry:
     def renew(self, hold_since: float) -> None:
         """Start a round: nothing decided yet."""
         self.target = 0
+        self.critical = False  # on the critical path this round (see `_critical`)
         self.fixed = False  # target set by premium preemption; not revisited this round
         placed = self.view.placed_at
         # Inside its minimum hold time: keeps exactly what it has (premium work excepted).
@@ -201,6 +219,9 @@ def allocate_others(
     Sorts ``others`` into priority order."""
     free = room
     others.sort(key=_KEY)
+    critical = _critical(others, room, config) if config.critical_margin is not None else []
+    if critical:  # they go first, in placement as in allocation
+        others[:] = critical + [e for e in others if not e.critical]
     # One pass (in priority order) sets the pinned jobs' targets and splits the movable
     # jobs by tier, with each tenant's pinned standard devices and standard demand.
     standard: list[Entry] = []
@@ -210,6 +231,13 @@ def allocate_others(
     for e in others:
         if e.fixed:
             free -= e.target
+            continue
+        if e.critical:
+            if e.tier is _STANDARD:
+                demand[e.tenant] = demand.get(e.tenant, 0) + e.world
+            if e.pinned:
+                e.target = e.held
+                free -= e.held
             continue
         if e.key[0] == _STANDARD_RANK:  # a standard job with SLA slack queues as basic
             standard.append(e)
@@ -225,6 +253,16 @@ def allocate_others(
                 e.target = e.held
                 free -= e.held
 
+    # Jobs on the critical path run at full size before any other standard or basic job.
+    for e in critical:
+        if e.pinned:
+            size = e.held
+        else:
+            size = _fit(e.spec.sizes, min(e.world, free))
+            e.target = size
+            free -= size
+        if size and e.tier is _STANDARD:
+            used[e.tenant] = used.get(e.tenant, 0) + size
     # Standard jobs within their tenant's guarantee.
     owed = guarantees(demand, room, quotas, premium_use)
     for e in standard:
@@ -272,6 +310,48 @@ def allocate_others(
                 free -= size - have
                 e.target = size
     return free
+
+
+def _critical(others: list[Entry], room: int, config: TieredConfig) -> list[Entry]:
+    """The jobs on the critical path of this device type's backlog, longest first.
+
+    ``Entry.left`` is the time a job still needs at full size. The longest ``left`` among
+    the standard and basic jobs, ``top``, bounds from below when the backlog can be done,
+    whatever else runs; LAS left alone starves exactly these jobs (they have the most
+    service), and each week one of them waits pushes the last finish out by that week. A
+    job is critical if its ``left`` is at least ``critical_min`` and within
+    ``critical_margin`` of ``top`` (twice the margin once it runs, so that the running
+    ones are not dropped and taken back as ``top`` moves), and critical jobs together ask
+    for at most ``critical_share`` of ``room``. Longest-remaining-first on these few
+    jobs keeps the last finish near ``top``'s; everyone else keeps LAS order.
+    """
+    margin = config.critical_margin or 0.0
+    line = config.critical_min
+    top = 0.0
+    for e in others:
+        if not e.fixed and e.left > top:
+            top = e.left
+    if top < line:
+        return []
+    line = max(line, top - margin)
+    held_line = max(config.critical_min, top - 2 * margin)
+    found = [e for e in others if not e.fixed and e.left >= (held_line if e.held else line)]
+    found.sort(key=_BY_LEFT)
+    budget = int(config.critical_share * room)
+    chosen: list[Entry] = []
+    for e in found:
+        if e.world <= budget:
+            budget -= e.world
+            e.critical = True
+            chosen.append(e)
+    return chosen
+
+
+def _by_left(e: Entry) -> tuple[float, tuple[object, ...]]:
+    return (-e.left, e.key)
+
+
+_BY_LEFT = _by_left
 
 
 def _fit(sizes: tuple[int, ...], devices: int) -> int:

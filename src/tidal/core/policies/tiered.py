@@ -13,6 +13,9 @@ from tidal.core.plan import Plan
 from tidal.core.policies._common import LazyReasons, Round
 from tidal.core.policies._premium import Premium, admit
 from tidal.core.policies._tiered_alloc import (
+    DEFAULT_CRITICAL_MARGIN,
+    DEFAULT_CRITICAL_MIN,
+    DEFAULT_CRITICAL_SHARE,
     DEFAULT_GROW_MIN_REMAINING,
     DEFAULT_KILL_MAX_LOSS,
     DEFAULT_LAS_THRESHOLDS,
@@ -71,7 +74,13 @@ class TieredPolicy:
     6. Within a tier, jobs are served by discretized least attained service
        (``las_thresholds``, device-seconds), running jobs before waiting ones of the same
        level, then first-come first-served — short jobs finish first without knowing
-       their length.
+       their length. In the lowest level (``lowest_by_remaining``), sub-levels by declared
+       work left, one per doubling, put long jobs near their end first.
+    6a. **Critical path**: the standard or basic jobs with the longest run time left at
+       full size (at least ``critical_min``, within ``critical_margin`` of the longest)
+       run at full size before all other standard and basic work, up to
+       ``critical_share`` of the devices premium work leaves, so that starving them does
+       not push out the time the whole backlog is done.
     7. **No thrashing**: a standard or basic job keeps what it was given for ``min_hold``
        seconds after its placement changed, unless premium work needs the devices.
     8. **Work conserving**: elastic jobs grow towards W and waiting jobs start (at a
@@ -99,6 +108,10 @@ class TieredPolicy:
         basic_floor: float = 0.0,
         floor_grace: float = 3600.0,
         standard_yield: float = 0.0,
+        lowest_by_remaining: bool = True,
+        critical_margin: float | None = DEFAULT_CRITICAL_MARGIN,
+        critical_min: float = DEFAULT_CRITICAL_MIN,
+        critical_share: float = DEFAULT_CRITICAL_SHARE,
         migrate: bool = True,
         tick: float | None = 300.0,
     ) -> None:
@@ -116,6 +129,15 @@ class TieredPolicy:
             )
         if not 0 <= standard_yield <= 1:
             raise SpecError(f"tiered: standard_yield must be in [0, 1], got {standard_yield}")
+        if critical_margin is not None and critical_margin < 0:
+            raise SpecError(
+                f"tiered: critical_margin must be >= 0 seconds (or None), got {critical_margin}"
+            )
+        if critical_min < 0 or not 0 <= critical_share <= 1:
+            raise SpecError(
+                "tiered: critical_min must be >= 0 seconds and critical_share in [0, 1], got "
+                f"{critical_min} and {critical_share}"
+            )
         if kill_max_loss < 0:
             raise SpecError(f"tiered: kill_max_loss must be >= 0, got {kill_max_loss}")
         if not 0 < premium_sla <= 1:
@@ -143,6 +165,10 @@ class TieredPolicy:
             basic_floor=float(basic_floor),
             floor_grace=float(floor_grace),
             standard_yield=float(standard_yield),
+            lowest_by_remaining=bool(lowest_by_remaining),
+            critical_margin=None if critical_margin is None else float(critical_margin),
+            critical_min=float(critical_min),
+            critical_share=float(critical_share),
             migrate=migrate,
         )
         self.tick = tick
@@ -176,6 +202,7 @@ class TieredPolicy:
             floors = {"standard": config.standard_floor, "basic": config.basic_floor}
         grace = config.floor_grace
         yield_share = config.standard_yield
+        by_remaining = config.lowest_by_remaining
         # One pass over the jobs (tens of thousands on large fleets): classify them, build
         # the round's entries, and count the devices free now on each node (capacity less
         # what stopping and running jobs hold), so no later step walks every job for it.
@@ -215,7 +242,17 @@ class TieredPolicy:
                 if e.timed:
                     e.retime(now, floors, grace, yield_share)
             else:
-                e = Entry(view, held, thresholds, hold_since, now, floors, grace, yield_share)
+                e = Entry(
+                    view,
+                    held,
+                    thresholds,
+                    hold_since,
+                    now,
+                    floors,
+                    grace,
+                    yield_share,
+                    by_remaining,
+                )
             entries[key] = e
             group = groups.get(spec.device_type)
             if group is None:
