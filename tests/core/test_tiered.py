@@ -190,11 +190,12 @@ def test_quotas_borrowing_and_reclaim(
 
 
 def test_basic_runs_only_on_what_is_left() -> None:
+    """With strict tiers (``basic_lane=0``), a new standard job takes a basic job's device."""
     jobs = [running(spec(f"s{i}"), {"n0": 1}, placed_at=OLD) for i in range(6)]
     jobs += [running(spec(f"b{i}", "basic"), {"n0": 1}, placed_at=OLD) for i in range(2)]
     jobs += [waiting(spec("s-new", submit=50))]
     s = snap(jobs)
-    plan = check(tiered(), s)
+    plan = check(tiered(basic_lane=0), s)
     assert plan.target("s-new").size == 1
     assert sum(plan.target(f"b{i}").size for i in range(2)) == 1  # one basic job gave way
 
@@ -308,7 +309,7 @@ def test_standard_with_sla_slack_yields_idle_devices_to_basic(
             waiting(spec("basic", "basic", submit=NOW - 10)),
         ]
     )
-    plan = check(tiered(standard_yield=standard_yield), s)
+    plan = check(tiered(standard_yield=standard_yield, basic_lane=0), s)
     assert [j for j in ("std", "basic") if plan.target(j)] == [winner]
 
 
@@ -376,6 +377,38 @@ def test_lowest_level_by_declared_work_left(
     )
     plan = check(tiered(lowest_by_remaining=by_remaining), snap([old, short]))
     assert [j for j in ("old", "short") if plan.target(j)] == [winner]
+
+
+@pytest.mark.parametrize(
+    ("basic_lane", "basic_attained", "winner"),
+    [
+        (0, 0.0, "std"),  # off: basic jobs run only on what standard work leaves
+        (1, 0.0, "basic"),  # a fresh basic job queues with standard ones, by LAS
+        (1, 10_000.0, "std"),  # past the first LAS level: back behind standard work
+        (3, 10_000.0, "basic"),  # a wider lane: still with standard jobs at level 1
+    ],
+)
+def test_young_basic_jobs_queue_with_standard_ones(
+    basic_lane: int, basic_attained: float, winner: str
+) -> None:
+    """8 devices, held by a standard job in the lowest LAS level past its minimum hold;
+    a basic job asks for all 8. With ``basic_lane`` = N, a basic job in the first N LAS
+    levels ranks with standard jobs of its level, so it goes before the long one."""
+    std = running(
+        spec("std", world=8, min_devices=8, duration=100_000),
+        {"n0": 8},
+        placed_at=OLD,
+        attained=200_000.0,
+        done=200_000.0,
+    )
+    basic = waiting(
+        spec("basic", "basic", 8, min_devices=8, submit=NOW - 50_000, duration=10_000),
+        attained=basic_attained,
+        done=basic_attained,
+        state=JobState.PREEMPTED if basic_attained else JobState.PENDING,
+    )
+    plan = check(tiered(basic_lane=basic_lane), snap([std, basic]))
+    assert [j for j in ("std", "basic") if plan.target(j)] == [winner]
 
 
 def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:
@@ -493,6 +526,8 @@ def test_parameters_are_validated() -> None:
         TieredPolicy(tick=0)
     with pytest.raises(ValueError, match="standard_yield must be in"):
         TieredPolicy(standard_yield=2)
+    with pytest.raises(ValueError, match="basic_lane must be between 0 and 3"):
+        TieredPolicy(basic_lane=4)
     with pytest.raises(ValueError, match="critical_margin must be"):
         TieredPolicy(critical_margin=-1)
     with pytest.raises(ValueError, match="critical_share in"):

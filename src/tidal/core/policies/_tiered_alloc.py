@@ -27,6 +27,7 @@ DEFAULT_MIN_HOLD = 3600.0
 DEFAULT_LAS_THRESHOLDS = (7200.0, 28800.0, 115200.0)
 DEFAULT_GROW_MIN_REMAINING = 600.0
 DEFAULT_KILL_MAX_LOSS = 3600.0
+DEFAULT_BASIC_LANE = 3
 DEFAULT_CRITICAL_MARGIN = 21600.0
 DEFAULT_CRITICAL_MIN = 259200.0
 DEFAULT_CRITICAL_SHARE = 0.25
@@ -47,6 +48,7 @@ class TieredConfig:
     floor_grace: float = 3600.0
     standard_yield: float = 0.0
     lowest_by_remaining: bool = True
+    basic_lane: int = DEFAULT_BASIC_LANE
     critical_margin: float | None = DEFAULT_CRITICAL_MARGIN
     critical_min: float = DEFAULT_CRITICAL_MIN
     critical_share: float = DEFAULT_CRITICAL_SHARE
@@ -78,6 +80,7 @@ class Entry:
         "level",
         "lowest",
         "pinned",
+        "rank",
         "reason",
         "spec",
         "target",
@@ -99,6 +102,7 @@ class Entry:
         grace: float = 0.0,
         yield_share: float = 0.0,
         by_remaining: bool = False,
+        basic_lane: int = 0,
     ) -> None:
         spec = view.spec
         self.view = view
@@ -119,7 +123,10 @@ class Entry:
             # Within the lowest level, by declared work left: one sub-level per doubling.
             level += max(0, int(view.remaining / thresholds[-1]).bit_length() - 1)
         self.level = level
-        self.key = (_RANKS[tier._value_], level, 0 if held else 1, spec.submit_time, job_id)
+        self.rank = rank = _RANKS[tier._value_]
+        if rank == _BASIC_RANK and self.las < basic_lane:
+            rank = self.rank = _STANDARD_RANK  # a young basic job queues with standard ones
+        self.key = (rank, level, 0 if held else 1, spec.submit_time, job_id)
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
             (floors and self.lowest) or (yield_share and tier is _STANDARD and not held)
@@ -145,7 +152,7 @@ class Entry:
         asked = spec.world * age
         attained = self.view.attained
         rank, level, waits, submit, job_id = self.key
-        new_rank, new_level = _RANKS[self.tier._value_], self.level
+        new_rank, new_level = self.rank, self.level
         if floors and self.lowest:
             floor = floors.get(self.tier._value_, 0.0)
             if floor and age > grace and attained < floor * asked:

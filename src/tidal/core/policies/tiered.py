@@ -13,6 +13,7 @@ from tidal.core.plan import Plan
 from tidal.core.policies._common import LazyReasons, Round
 from tidal.core.policies._premium import Premium, admit
 from tidal.core.policies._tiered_alloc import (
+    DEFAULT_BASIC_LANE,
     DEFAULT_CRITICAL_MARGIN,
     DEFAULT_CRITICAL_MIN,
     DEFAULT_CRITICAL_SHARE,
@@ -70,7 +71,9 @@ class TieredPolicy:
        quotas, max-min fair shares among tenants with live standard jobs), then **borrow**
        what other tenants leave idle; borrowed devices go back to their owner's jobs once
        the borrower's minimum hold time has passed.
-    5. **Basic** jobs run on whatever is left.
+    5. **Basic** jobs run on whatever is left, except that a basic job in the first
+       ``basic_lane`` LAS levels queues with standard jobs of its level (a young basic
+       job need not wait behind long standard work).
     6. Within a tier, jobs are served by discretized least attained service
        (``las_thresholds``, device-seconds), running jobs before waiting ones of the same
        level, then first-come first-served — short jobs finish first without knowing
@@ -109,6 +112,7 @@ class TieredPolicy:
         floor_grace: float = 3600.0,
         standard_yield: float = 0.0,
         lowest_by_remaining: bool = True,
+        basic_lane: int = DEFAULT_BASIC_LANE,
         critical_margin: float | None = DEFAULT_CRITICAL_MARGIN,
         critical_min: float = DEFAULT_CRITICAL_MIN,
         critical_share: float = DEFAULT_CRITICAL_SHARE,
@@ -129,6 +133,11 @@ class TieredPolicy:
             )
         if not 0 <= standard_yield <= 1:
             raise SpecError(f"tiered: standard_yield must be in [0, 1], got {standard_yield}")
+        if basic_lane < 0 or basic_lane > len(thresholds):
+            raise SpecError(
+                f"tiered: basic_lane must be between 0 and {len(thresholds)} (the number of "
+                f"LAS thresholds), got {basic_lane}"
+            )
         if critical_margin is not None and critical_margin < 0:
             raise SpecError(
                 f"tiered: critical_margin must be >= 0 seconds (or None), got {critical_margin}"
@@ -166,6 +175,7 @@ class TieredPolicy:
             floor_grace=float(floor_grace),
             standard_yield=float(standard_yield),
             lowest_by_remaining=bool(lowest_by_remaining),
+            basic_lane=int(basic_lane),
             critical_margin=None if critical_margin is None else float(critical_margin),
             critical_min=float(critical_min),
             critical_share=float(critical_share),
@@ -203,6 +213,7 @@ class TieredPolicy:
         grace = config.floor_grace
         yield_share = config.standard_yield
         by_remaining = config.lowest_by_remaining
+        lane = config.basic_lane
         # One pass over the jobs (tens of thousands on large fleets): classify them, build
         # the round's entries, and count the devices free now on each node (capacity less
         # what stopping and running jobs hold), so no later step walks every job for it.
@@ -252,6 +263,7 @@ class TieredPolicy:
                     grace,
                     yield_share,
                     by_remaining,
+                    lane,
                 )
             entries[key] = e
             group = groups.get(spec.device_type)
