@@ -61,10 +61,10 @@ class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
     What derives from the job's view alone (``view`` to ``world``, ``held``, ``left``,
-    ``las``, ``level`` and ``key`` where it does not depend on the time, see :meth:`retime`) never changes;
-    :meth:`renew` resets the rest, so an entry can serve the same (immutable) view again
-    in a later round. Reasons formatted after
-    the round (``TieredPolicy._explain``) read only the view-derived fields.
+    ``las``, ``level``, ``rank``, and ``key`` where it does not depend on the time, see
+    :meth:`retime`) never changes; :meth:`renew` resets the rest, so an entry can serve
+    the same (immutable) view again in a later round. Reasons formatted after the round
+    (``TieredPolicy._explain``) read only the view-derived fields.
     """
 
     __slots__ = (
