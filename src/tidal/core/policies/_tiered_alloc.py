@@ -246,7 +246,9 @@ def allocate_others(
                 e.target = e.held
                 free -= e.held
             continue
-        if e.key[0] == _STANDARD_RANK:  # a standard job with SLA slack queues as basic
+        # By rank, not tier: a standard job with SLA slack (`standard_yield`) queues as
+        # basic, and a young basic job (`basic_lane`) as standard.
+        if e.key[0] == _STANDARD_RANK:
             standard.append(e)
             tenant = e.tenant
             demand[tenant] = demand.get(tenant, 0) + e.world
@@ -343,7 +345,7 @@ def _critical(others: list[Entry], room: int, config: TieredConfig) -> list[Entr
     line = max(line, top - margin)
     held_line = max(config.critical_min, top - 2 * margin)
     found = [e for e in others if not e.fixed and e.left >= (held_line if e.held else line)]
-    found.sort(key=_BY_LEFT)
+    found.sort(key=_by_left)
     budget = int(config.critical_share * room)
     chosen: list[Entry] = []
     for e in found:
@@ -355,10 +357,8 @@ def _critical(others: list[Entry], room: int, config: TieredConfig) -> list[Entr
 
 
 def _by_left(e: Entry) -> tuple[float, tuple[object, ...]]:
+    """Longest time left first, then priority order."""
     return (-e.left, e.key)
-
-
-_BY_LEFT = _by_left
 
 
 def _fit(sizes: tuple[int, ...], devices: int) -> int:
