@@ -524,6 +524,9 @@ def test_parameters_are_validated() -> None:
         TieredPolicy(las_thresholds=(100.0, 10.0))
     with pytest.raises(ValueError, match="tick must be > 0"):
         TieredPolicy(tick=0)
+    with pytest.raises(ValueError, match="round_interval must be >= 0 seconds"):
+        TieredPolicy(round_interval=-5)
+    assert TieredPolicy(round_interval=30).round_interval == 30
     with pytest.raises(ValueError, match="standard_yield must be in"):
         TieredPolicy(standard_yield=2)
     with pytest.raises(ValueError, match="basic_lane must be between 0 and 3"):

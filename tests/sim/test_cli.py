@@ -102,6 +102,32 @@ def test_unknown_policy_is_named(trace: Path) -> None:
     assert "unknown policy 'nope'" in result.output
 
 
+def test_set_passes_policy_options(trace: Path) -> None:
+    plain = sim_json(trace, "--policy", "tiered")[0]
+    batched = sim_json(trace, "--policy", "tiered", "--set", "round_interval=600")[0]
+    assert plain["policy"] == batched["policy"] == "tiered"
+    # the option reached the policy: a 600 s batch delays starts, so jobs queue longer
+    assert isinstance(plain["avg_queue_s"], float) and isinstance(batched["avg_queue_s"], float)
+    assert batched["avg_queue_s"] > plain["avg_queue_s"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "round_interval"], "expected KEY=VALUE"),
+        (["--set", "no_such_option=1"], "bad --set option"),
+        (["--set", "basic_lane=9"], "basic_lane must be between 0 and 3"),
+        (["--policy", "all", "--set", "basic_lane=0"], "applies to one policy"),
+    ],
+)
+def test_bad_set_options_are_named(trace: Path, args: list[str], message: str) -> None:
+    if "--policy" not in args:
+        args = ["--policy", "tiered", *args]
+    result = CliRunner().invoke(app, ["sim", str(trace), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
 @pytest.mark.trace
 def test_named_trace_from_trace_dir() -> None:
     path = trace_file("philly_vc103959.csv")

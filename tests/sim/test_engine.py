@@ -210,6 +210,48 @@ def test_min_round_interval_coalesces_rounds() -> None:
     assert coarse.job("j1").finish == 110.0
 
 
+class BatchedFifo(GangFifo):
+    """A gang FIFO that lets the caller batch changes of up to 10 s (``round_interval``)."""
+
+    round_interval = 10.0
+
+
+def test_round_interval_batches_changes_but_not_premium_arrivals() -> None:
+    fleet = Fleet.uniform(1, 8)
+    jobs = [
+        job("j0", 1, 100.0),
+        job("j1", 1, 100.0, submit=1.0),
+        job("j2", 1, 100.0, submit=2.0),
+        job("p", 1, 100.0, submit=4.0, tier=Tier.PREMIUM),
+        job("j3", 1, 100.0, submit=5.0),
+    ]
+    result = simulate(jobs, fleet, BatchedFifo(), CostModel.zero())
+    # j0 at once (no round yet); j1 and j2 wait for the round due at 10, but the premium
+    # job's arrival at 4 runs it at once; j3 then waits for the round due at 4 + 10.
+    starts = {j: result.job(j).first_start for j in ("j0", "j1", "j2", "p", "j3")}
+    assert starts == {"j0": 0.0, "j1": 4.0, "j2": 4.0, "p": 4.0, "j3": 14.0}
+    # rounds at 0, 4, 14, then one per finish time: 100, 104, 114
+    assert result.metrics.rounds == 6
+
+
+def test_round_interval_does_not_batch_while_a_premium_job_waits() -> None:
+    fleet = Fleet.uniform(1, 2)
+    jobs = [job("a", 2, 50.0), job("p", 2, 10.0, submit=45.0, tier=Tier.PREMIUM)]
+    result = simulate(jobs, fleet, BatchedFifo(), CostModel.zero())
+    # p arrives at 45 and waits for a, which ends at 50, within 10 s of the last round:
+    # the change gets a round at once, not at 55.
+    assert result.job("p").first_start == 50.0
+    batched = simulate(jobs, fleet, BatchedFifo(), CostModel.zero(), min_round_interval=10.0)
+    assert batched.job("p").first_start == 55.0  # the caller's own interval is strict
+
+
+def test_round_interval_must_be_a_number() -> None:
+    policy = BatchedFifo()
+    policy.round_interval = -1.0
+    with pytest.raises(SimError, match="round_interval"):
+        simulate([job("a", 1, 10.0)], ONE_NODE, policy, CostModel.zero())
+
+
 def test_overcommitting_plan_is_a_policy_error() -> None:
     policy = Scripted(lambda s: {j.id: on("n0", 4) for j in s.jobs})
     jobs = [job("a", 4, 10.0), job("b", 4, 10.0)]

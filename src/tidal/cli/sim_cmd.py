@@ -93,6 +93,14 @@ def register(app: typer.Typer) -> None:
                 help="Seconds between progress reports of running jobs (0: exact).", min=0
             ),
         ] = 60.0,
+        options: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="A policy option KEY=VALUE (repeatable; VALUE read as JSON, e.g. "
+                "basic_lane=0, round_interval=30, critical_margin=null). Needs one --policy.",
+            ),
+        ] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
     ) -> None:
         _logging(verbose)
@@ -117,10 +125,13 @@ def register(app: typer.Typer) -> None:
             )
         except SimError as exc:
             _fail(str(exc), 2)
-        names = _policies(policy)
+        kwargs = _options(options or [])
+        if kwargs and policy == "all":
+            _fail("--set applies to one policy: name it with --policy", 2)
+        names = _policies(policy, kwargs)
         title = f"{trace}: {len(jobs)} jobs on {fleet.capacity} devices"
         results = _run_all(
-            jobs, fleet, names, costs, min_round_interval, progress_interval, as_json
+            jobs, fleet, names, costs, min_round_interval, progress_interval, as_json, kwargs
         )
         _report(results, as_json, plot, title)
 
@@ -194,15 +205,37 @@ def _costs(
         _fail(str(exc), 2)
 
 
-def _policies(policy: str) -> list[str]:
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["basic_lane=0", "critical_margin=null"]`` -> ``{"basic_lane": 0, ...}``: each value
+    is read as JSON, or taken as a string if it is not JSON."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            _fail(f"--set {pair!r}: expected KEY=VALUE, e.g. basic_lane=0", 2)
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
+
+
+def _policies(policy: str, options: dict[str, Any] | None = None) -> list[str]:
     from tidal.core import UnknownPolicyError, make_policy, policy_names
 
     if policy == "all":
         return list(policy_names())
     try:
-        make_policy(policy)
+        make_policy(policy, **(options or {}))
     except UnknownPolicyError as exc:
         _fail(str(exc), 2)
+    except TypeError as exc:  # an option the policy does not take
+        _fail(f"policy {policy!r}: bad --set option ({exc})", 2)
+    except ValueError as exc:  # SpecError: a value out of range
+        _fail(f"policy {policy!r}: {exc}", 2)
     return [policy]
 
 
@@ -214,6 +247,7 @@ def _run_all(
     min_round_interval: float,
     progress_interval: float,
     quiet: bool,
+    options: dict[str, Any] | None = None,
 ) -> list[SimResult]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -237,7 +271,7 @@ def _run_all(
     with bar:
         for name in names:
             try:
-                policy = make_policy(name)
+                policy = make_policy(name, **(options or {}))
             except ImportError as exc:
                 console.print(f"[yellow]skipping policy {name!r}: not available ({exc})")
                 continue

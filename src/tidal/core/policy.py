@@ -20,6 +20,12 @@ class Policy(Protocol):
     (simulator or control loop) runs ``schedule`` at least every ``tick`` seconds while
     jobs wait, not only when jobs arrive, finish or change state. ``None`` (or no
     attribute) means events suffice.
+
+    A policy may also have ``round_interval: float | None``: the caller may then batch
+    the changes of up to that many seconds into one round, as a periodic scheduler does,
+    except that a premium job arriving, or any change while a premium job waits, gets a
+    round at once (premium work starts without delay). ``None`` or 0 (or no attribute):
+    a round for every change.
     """
 
     name: str

@@ -29,7 +29,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from tidal.core import ClusterSnapshot, Fleet, JobSpec, JobState, JobView, Policy, make_policy
+from tidal.core import (
+    ClusterSnapshot,
+    Fleet,
+    JobSpec,
+    JobState,
+    JobView,
+    Policy,
+    Tier,
+    make_policy,
+)
 from tidal.sim.clock import SimClock
 from tidal.sim.costs import CostModel
 from tidal.sim.errors import PolicyActionError, SimError
@@ -47,6 +56,9 @@ Progress = Callable[[int, int], None]
 DEFAULT_MIN_ROUND_INTERVAL = 0.0
 DEFAULT_PROGRESS_INTERVAL = 60.0
 _RUNNING = JobState.RUNNING
+_PENDING = JobState.PENDING
+_PREEMPTED = JobState.PREEMPTED
+_PREMIUM = Tier.PREMIUM
 
 
 class Simulation:
@@ -76,6 +88,14 @@ class Simulation:
         if tick is not None and (not math.isfinite(tick) or tick <= 0):
             raise SimError(f"policy {policy.name!r}: tick must be a positive number, got {tick!r}")
         self._tick: float | None = tick
+        batch = getattr(policy, "round_interval", None)
+        if batch is not None and (not math.isfinite(batch) or batch < 0):
+            raise SimError(
+                f"policy {policy.name!r}: round_interval must be a number >= 0, got {batch!r}"
+            )
+        self._batch: float = batch or 0.0
+        # Premium jobs waiting to start: while there is one, no round is batched.
+        self._premium_waiting: set[str] = set()
         start = self._specs[0].submit_time if self._specs else 0.0
         self.clock = SimClock(start)
         self._heap: list[tuple[float, int, int, SimJob | None, int]] = []
@@ -123,6 +143,7 @@ class Simulation:
                 break
             self.clock.advance_to(t)
             changed = False
+            urgent = False  # a premium job arrived
             while ai < total and specs[ai].submit_time == t:
                 spec = specs[ai]
                 ai += 1
@@ -131,6 +152,9 @@ class Simulation:
                 views[spec.id] = job.make_view(t)
                 executor.waiting += 1
                 changed = True
+                if spec.tier is _PREMIUM:
+                    urgent = True
+                    self._premium_waiting.add(spec.id)
             while heap and heap[0][0] == t:
                 _, _, kind, job_or_none, version = pop(heap)
                 if kind == _ROUND:
@@ -149,10 +173,13 @@ class Simulation:
                 next_report = len(self._done) + step
             if not (changed or (round_due and t == round_at)):
                 continue
-            if t < last_round + self._interval:
-                if not round_due:
+            gap = self._interval
+            if self._batch > gap and not (urgent or self._premium_waiting):
+                gap = self._batch  # nothing premium at stake: decide with later changes
+            if t < last_round + gap:
+                if not round_due or last_round + gap < round_at:
                     round_due = True
-                    round_at = last_round + self._interval
+                    round_at = last_round + gap
                     self._push_marker(round_at, _ROUND)
                 continue
             round_due = False
@@ -194,11 +221,14 @@ class Simulation:
             if job.version == version and job.state is running:
                 views[job.spec.id] = job.make_view(now)
                 refresh.append((now + every, job, version))
+        premium_waiting = self._premium_waiting
         for jid, job in executor.dirty.items():
             if job.finish is None:
                 views[jid] = job.make_view(now)
                 if job.state is running:
                     refresh.append((now + every, job, job.version))
+                if job.spec.tier is _PREMIUM and (job.state is _PENDING or job.state is _PREEMPTED):
+                    premium_waiting.add(jid)
         executor.dirty.clear()
         snapshot = ClusterSnapshot(
             now=now,
@@ -223,6 +253,14 @@ class Simulation:
                 applied += 1
             else:
                 self.deferred += 1
+        if premium_waiting:
+            # Those this round's actions started (or that are gone) wait no more.
+            for jid in [j for j in premium_waiting if j in executor.dirty or j not in live]:
+                waiting = live.get(jid)
+                if waiting is None or not (
+                    waiting.state is _PENDING or waiting.state is _PREEMPTED
+                ):
+                    premium_waiting.discard(jid)
         if debug:
             logger.debug(
                 "round %d t=%.1f jobs=%d actions=%d applied=%d took %.2f ms",
@@ -241,6 +279,7 @@ class Simulation:
 
     def _finished(self, job: SimJob) -> None:
         jid = job.spec.id
+        self._premium_waiting.discard(jid)
         del self._live[jid]
         del self._views[jid]
         self._done.append(job)

@@ -93,7 +93,9 @@ class TieredPolicy:
 
     Every job that gets less than it asked for has a reason. ``tick`` asks the caller to
     re-run the policy at least that often while jobs wait (LAS demotions and hold-time
-    expiries happen between events).
+    expiries happen between events). ``round_interval`` (default ``None``: a round for
+    every change) lets the caller batch changes into periodic rounds, premium ones
+    excepted (see :class:`~tidal.core.policy.Policy`).
     """
 
     name = "tiered"
@@ -118,6 +120,7 @@ class TieredPolicy:
         critical_share: float = DEFAULT_CRITICAL_SHARE,
         migrate: bool = True,
         tick: float | None = 300.0,
+        round_interval: float | None = None,
     ) -> None:
         thresholds = tuple(float(t) for t in las_thresholds)
         if any(t <= 0 for t in thresholds) or list(thresholds) != sorted(set(thresholds)):
@@ -162,6 +165,10 @@ class TieredPolicy:
             )
         if tick is not None and tick <= 0:
             raise SpecError(f"tiered: tick must be > 0 seconds, got {tick}")
+        if round_interval is not None and not 0 <= round_interval < float("inf"):
+            raise SpecError(
+                f"tiered: round_interval must be >= 0 seconds (or None), got {round_interval}"
+            )
         self.config = TieredConfig(
             min_hold=float(min_hold),
             las_thresholds=thresholds,
@@ -182,6 +189,7 @@ class TieredPolicy:
             migrate=migrate,
         )
         self.tick = tick
+        self.round_interval = round_interval
         # The entries of the last round, by the identity of their (immutable) views: a
         # simulation or control loop reuses a job's view until the job changes, and
         # renewing an entry costs less than building one (and makes no garbage for the
