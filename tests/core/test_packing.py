@@ -58,6 +58,20 @@ def test_take_give_fits_and_errors() -> None:
         FreePool(Fleet.uniform(1, 8), {"n0": 9})
 
 
+def test_grown_tracks_nodes_given_back_to_once_asked() -> None:
+    pool = pool_with([4, 8, 8])
+    pool.take(Placement.of({"n0": 2}))
+    assert pool.grown is None  # not tracked unless asked
+    pool.grown = set()
+    pool.take(Placement.of({"n1": 3}))  # taking never grows a node
+    pool.take_at(2, 1)
+    assert pool.grown == set()
+    pool.give(Placement.of({"n1": 1}))
+    pool.give_at(2, 1)
+    assert pool.grown == {1, 2}
+    assert pool.copy().grown is None
+
+
 def test_device_types_never_mix() -> None:
     fleet = Fleet((Node("g0", 8, "a100"), Node("g1", 4, "h100"), Node("g2", 8, "h100")))
     pool = FreePool(fleet)

@@ -70,7 +70,7 @@ class FreePool:
     pool; each allocation names its type.
     """
 
-    __slots__ = ("_buckets", "_total", "free", "fx")
+    __slots__ = ("_buckets", "_total", "free", "fx", "grown")
 
     def __init__(
         self,
@@ -105,6 +105,8 @@ class FreePool:
             )
         self.fx = fx
         self.free = free
+        # Nodes whose free count rose since tracking began (None: not tracked).
+        self.grown: set[int] | None = None
         self._total: dict[str, int] = {
             t: sum(free[i] for i in idx) for t, idx in fx.by_type.items()
         }
@@ -144,6 +146,7 @@ class FreePool:
         clone = object.__new__(FreePool)
         clone.fx = self.fx
         clone.free = list(self.free)
+        clone.grown = None
         clone._total = dict(self._total)
         clone._buckets = {t: [list(s) for s in b] for t, b in self._buckets.items()}
         return clone
@@ -152,8 +155,11 @@ class FreePool:
 
     def _set(self, i: int, new: int) -> None:
         t = self.fx.types[i]
-        self._total[t] += new - self.free[i]
+        old = self.free[i]
+        self._total[t] += new - old
         self.free[i] = new
+        if new > old and self.grown is not None:
+            self.grown.add(i)
         if new:
             self._buckets[t][new].append(i)
 

@@ -41,6 +41,7 @@ def realize(
     running = JobState.RUNNING
     # The round's pool: what is free now, plus what shrunk and stopped jobs give up.
     round_free = list(free_now)
+    bumped: set[int] = set()  # nodes where shrunk and stopped jobs give devices up
     index = fleet_index(snapshot.fleet).index
     for e in entries:
         target = e.target
@@ -61,7 +62,9 @@ def realize(
             for node, count in current.parts:
                 gone = count - left.get(node, 0)
                 if gone > 0:
-                    round_free[index[node]] += gone
+                    i = index[node]
+                    round_free[i] += gone
+                    bumped.add(i)
                     if after_checkpoint:
                         released[node] = released.get(node, 0) + gone
             if target:
@@ -70,7 +73,7 @@ def realize(
             growers.append(e)
     rnd = Round(snapshot, stopping, placements, round_free)
     pool = rnd.pool
-    now = _NowFree(rnd, free_now)
+    now = _NowFree(rnd, free_now, bumped)
     room = _Room(rnd, entries, now) if config.migrate else None
     # Largest first, so small premium jobs do not take the holes big ones need.
     premium = sorted(admitted, key=lambda e: (-e.world, e.spec.submit_time, e.id))
@@ -286,15 +289,38 @@ class _NowFree:
     the devices it leaves, and must not wait on a move that itself waits.
     """
 
-    def __init__(self, rnd: Round, free_now: list[int]) -> None:
+    def __init__(self, rnd: Round, free_now: list[int], bumped: set[int]) -> None:
         self.rnd = rnd
         self.free_now = free_now
         self._left: list[int] | None = None
+        # The round's pool can have more free than ``free_now`` on a node only where
+        # devices were given up (``bumped``) or given back to it (``pool.grown``).
+        self.bumped = bumped
+        rnd.pool.grown = set()
 
     def left(self) -> list[int]:
         if self._left is None:
             self._left = list(self.free_now)  # copied: moves count against it
         return self._left
+
+    def releasing(self, device_type: str) -> list[tuple[int, int]]:
+        """``(node, devices)``, in fleet order, for the devices of ``device_type`` that
+        the round's pool holds free but that are not free now (being released by this
+        round's stops, shrinks and moves). Only nodes whose count rose above ``free_now``
+        can have any, so only those are looked at: a fleet has up to tens of thousands of
+        nodes, and a round may relocate hundreds of jobs."""
+        pool = self.rnd.pool
+        free = pool.free
+        types = pool.fx.types
+        left = self.left()
+        grown = pool.grown or set()
+        out: list[tuple[int, int]] = []
+        for j in sorted(self.bumped | grown):
+            if types[j] == device_type:
+                releasing = free[j] - max(0, left[j])
+                if releasing > 0:
+                    out.append((j, releasing))
+        return out
 
     def relocate(self, e: Entry, most: int, least: int = 1) -> Placement:
         """Place a running job afresh, with ``least`` to ``most`` devices, on devices free
@@ -304,12 +330,10 @@ class _NowFree:
         fx = pool.fx
         left = self.left()
         blocks: list[Placement] = []
-        for j in pool.nodes_of(e.spec.device_type):
-            releasing = pool.free[j] - max(0, left[j])
-            if releasing > 0:
-                block = Placement(((fx.names[j], releasing),))
-                pool.take(block)
-                blocks.append(block)
+        for j, releasing in self.releasing(e.spec.device_type):
+            block = Placement(((fx.names[j], releasing),))
+            pool.take(block)
+            blocks.append(block)
         placement = _place_best(rnd, e, most, least)
         for block in blocks:
             pool.give(block)
@@ -434,9 +458,8 @@ class _Room:
             pool.take(block)
         now_left = self.now.left()
         chosen_nodes = {i for i, _ in chosen}
-        for j in pool.nodes_of(fx.types[chosen[0][0]]):
-            releasing = pool.free[j] - max(0, now_left[j])
-            if releasing > 0 and j not in chosen_nodes:
+        for j, releasing in self.now.releasing(fx.types[chosen[0][0]]):
+            if j not in chosen_nodes:
                 block = Placement(((fx.names[j], releasing),))
                 pool.take(block)
                 blocks.append(block)
