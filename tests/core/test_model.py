@@ -10,6 +10,7 @@ from tidal.core import (
     Fleet,
     JobSpec,
     JobState,
+    JobView,
     Migrate,
     Node,
     Placement,
@@ -36,6 +37,8 @@ from tidal.core import (
         ({"submit_time": -1.0}, "submit_time must be >= 0, got -1.0"),
         ({"work": -5.0}, "work must be >= 0, got -5.0"),
         ({"checkpoint_bytes": -1}, "checkpoint_bytes must be >= 0, got -1"),
+        ({"declared_work": -2.0}, "declared_work must be >= 0, got -2.0"),
+        ({"declared_work": float("nan")}, "declared_work must be >= 0, got nan"),
         ({"tier": "gold"}, "tier must be a Tier, got 'gold'"),
         ({"id": ""}, "job id must be a non-empty string"),
     ],
@@ -52,6 +55,16 @@ def test_spec_errors_name_the_bad_value(kwargs: dict[str, object], message: str)
     with pytest.raises(SpecError) as err:
         JobSpec(**base)  # type: ignore[arg-type]
     assert message in str(err.value)
+
+
+def test_policies_see_declared_work_left() -> None:
+    exact = JobSpec("j", "a", Tier.STANDARD, 4, 0.0, work=400.0)
+    assert exact.estimate == 400.0
+    told = JobSpec("j", "a", Tier.STANDARD, 4, 0.0, work=400.0, declared_work=100.0)
+    assert told.estimate == 100.0 and told.work == 400.0
+    assert JobView(exact, work_done=40.0).remaining == 360.0
+    assert JobView(told, work_done=40.0).remaining == 60.0
+    assert JobView(told, work_done=250.0).remaining == 0.0  # outran its estimate
 
 
 @pytest.mark.parametrize(

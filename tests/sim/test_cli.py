@@ -111,6 +111,20 @@ def test_set_passes_policy_options(trace: Path) -> None:
     assert batched["avg_queue_s"] > plain["avg_queue_s"]
 
 
+def test_estimate_noise_misleads_policies_that_read_declared_work(trace: Path) -> None:
+    exact = sim_json(trace, "--policy", "fifo-backfill")[0]
+    assert sim_json(trace, "--policy", "fifo-backfill", "--estimate-noise", "0")[0] | {
+        "wall_s": 0
+    } == exact | {"wall_s": 0}
+    noisy = sim_json(trace, "--policy", "fifo-backfill", "--estimate-noise", "2")[0]
+    assert noisy["completed"] == exact["completed"] == 60
+    assert noisy["avg_jct_s"] != exact["avg_jct_s"]  # backfill trusted wrong run times
+    fifo = sim_json(trace, "--policy", "test-fifo")[0]  # reads no estimate: unchanged
+    assert sim_json(trace, "--policy", "test-fifo", "--estimate-noise", "2")[0] | {
+        "wall_s": 0
+    } == fifo | {"wall_s": 0}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

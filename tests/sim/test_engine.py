@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tidal.core import EMPTY, ClusterSnapshot, Fleet, JobState, Placement, Tier
@@ -250,6 +252,22 @@ def test_round_interval_must_be_a_number() -> None:
     policy.round_interval = -1.0
     with pytest.raises(SimError, match="round_interval"):
         simulate([job("a", 1, 10.0)], ONE_NODE, policy, CostModel.zero())
+
+
+def test_backfill_trusts_declared_work_and_jobs_run_their_true_work() -> None:
+    # a (W=2) runs 0..100; b (W=4) arrives at 1 and waits for a: reserved at 100. c (W=2)
+    # arrives at 2 and truly needs 200 s.
+    fleet = Fleet.uniform(1, 4)
+    a, b, c = job("a", 2, 100.0), job("b", 4, 10.0, submit=1.0), job("c", 2, 200.0, submit=2.0)
+    honest = simulate([a, b, c], fleet, "fifo-backfill", CostModel.zero())
+    # c would run past b's reservation: it waits; b 100..110, c 110..310
+    assert (honest.job("b").first_start, honest.job("c").first_start) == (100.0, 110.0)
+    assert honest.job("c").finish == 310.0
+    # c declares 50 s: backfilled at once, it runs its true 200 s and delays b to 202
+    lying = replace(c, declared_work=50.0 * 2)
+    fooled = simulate([a, b, lying], fleet, "fifo-backfill", CostModel.zero())
+    assert (fooled.job("c").first_start, fooled.job("c").finish) == (2.0, 202.0)
+    assert fooled.job("b").first_start == 202.0
 
 
 def test_overcommitting_plan_is_a_policy_error() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from tidal.sim import (
     TraceError,
     default_checkpoint_bytes,
     load_trace,
+    misestimate,
     save_trace,
     synthetic_trace,
     tier_for,
@@ -96,6 +99,21 @@ def test_tier_hash_is_seeded_and_stable() -> None:
     assert tiers[Tier.STANDARD] / 4000 == pytest.approx(0.5, abs=0.03)
     assert [tier_for(i, 0) for i in ids[:50]] == [tier_for(i, 0) for i in ids[:50]]
     assert [tier_for(i, 1) for i in ids[:50]] != [tier_for(i, 0) for i in ids[:50]]
+
+
+def test_misestimate_is_log_normal_seeded_and_keeps_true_work() -> None:
+    jobs = synthetic_trace(4000, seed=3)
+    noisy = misestimate(jobs, 1.0)
+    assert [j.work for j in noisy] == [j.work for j in jobs]  # what the jobs really need
+    logs = [math.log(n.estimate / j.work) for j, n in zip(jobs, noisy, strict=True)]
+    assert statistics.mean(logs) == pytest.approx(0.0, abs=0.05)
+    assert statistics.stdev(logs) == pytest.approx(1.0, abs=0.05)
+    assert [n.estimate for n in misestimate(jobs[:50], 1.0)] == [n.estimate for n in noisy[:50]]
+    assert misestimate(jobs[:50], 1.0, seed=1) != noisy[:50]
+    assert [n.estimate for n in misestimate(jobs[:50], 0.0)] == [j.work for j in jobs[:50]]
+    assert [j.estimate for j in jobs[:50]] == [j.work for j in jobs[:50]]  # nothing declared
+    with pytest.raises(TraceError, match="sigma must be a finite number >= 0, got -1"):
+        misestimate(jobs, -1)
 
 
 def test_synthetic_is_deterministic_and_philly_like() -> None:

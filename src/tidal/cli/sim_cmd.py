@@ -93,6 +93,14 @@ def register(app: typer.Typer) -> None:
                 help="Seconds between progress reports of running jobs (0: exact).", min=0
             ),
         ] = 60.0,
+        estimate_noise: Annotated[
+            float,
+            typer.Option(
+                help="Jobs declare their work off by a log-normal factor exp(SIGMA·z) "
+                "(policies that read declared work are misled; 0: exact).",
+                min=0,
+            ),
+        ] = 0.0,
         options: Annotated[
             list[str] | None,
             typer.Option(
@@ -125,6 +133,10 @@ def register(app: typer.Typer) -> None:
             )
         except SimError as exc:
             _fail(str(exc), 2)
+        if estimate_noise:
+            from tidal.sim import misestimate
+
+            jobs = misestimate(jobs, estimate_noise, seed)
         kwargs = _options(options or [])
         if kwargs and policy == "all":
             _fail("--set applies to one policy: name it with --policy", 2)

@@ -44,8 +44,9 @@ class JobView:
 
     @property
     def remaining(self) -> float:
-        """Work left, in device-seconds at W devices."""
-        return max(0.0, self.spec.work - self.work_done)
+        """Work left as the job declared it (``spec.estimate`` less ``work_done``), in
+        device-seconds at W devices; 0 once a job has outrun its estimate."""
+        return max(0.0, self.spec.estimate - self.work_done)
 
     @property
     def holds_devices(self) -> bool:

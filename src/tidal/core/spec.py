@@ -22,7 +22,10 @@ class JobSpec:
     may run on any device count P that divides W and lies in ``[min_devices, W]``; premium
     jobs run only at W. ``work`` is the job's total work in device-seconds at W devices
     (its run time at full size times W); ``checkpoint_bytes`` sizes its checkpoint. Both
-    are used by the simulator and as cost hints by policies.
+    are used by the simulator. ``declared_work`` is what the job *says* its work is (a
+    user's estimate, as a Slurm time limit is); ``estimate`` is that, or ``work`` when
+    nothing was declared. Policies read only the estimate (``JobView.remaining``), never
+    ``work`` itself.
     """
 
     id: str
@@ -34,7 +37,9 @@ class JobSpec:
     min_devices: int = 1
     work: float = 0.0
     checkpoint_bytes: int = 0
+    declared_work: float | None = None
     sizes: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    estimate: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -51,6 +56,10 @@ class JobSpec:
             raise SpecError(f"job {self.id!r}: submit_time must be >= 0, got {self.submit_time}")
         if self.work < 0 or not math.isfinite(self.work):
             raise SpecError(f"job {self.id!r}: work must be >= 0, got {self.work}")
+        declared = self.declared_work
+        if declared is not None and (declared < 0 or not math.isfinite(declared)):
+            raise SpecError(f"job {self.id!r}: declared_work must be >= 0, got {declared}")
+        object.__setattr__(self, "estimate", self.work if declared is None else declared)
         if self.checkpoint_bytes < 0:
             raise SpecError(
                 f"job {self.id!r}: checkpoint_bytes must be >= 0, got {self.checkpoint_bytes}"
@@ -72,7 +81,8 @@ class JobSpec:
 
     @property
     def full_duration(self) -> float:
-        """Seconds the job needs at W devices with nothing lost."""
+        """Seconds the job truly needs at W devices with nothing lost (the simulator's
+        truth; policies use ``estimate / world``)."""
         return self.work / self.world
 
     def fit_size(self, devices: int) -> int:

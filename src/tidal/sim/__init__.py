@@ -17,6 +17,7 @@ from tidal.sim.synthetic import synthetic_trace
 from tidal.sim.trace import (
     default_checkpoint_bytes,
     load_trace,
+    misestimate,
     resolve_trace,
     save_trace,
     tier_for,
@@ -33,6 +34,7 @@ __all__ = [
     "TraceError",
     "default_checkpoint_bytes",
     "load_trace",
+    "misestimate",
     "percentile",
     "proportional_quotas",
     "resolve_trace",

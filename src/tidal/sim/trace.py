@@ -19,7 +19,9 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
+from statistics import NormalDist
 
 from tidal.core import JobSpec, SpecError, Tier
 from tidal.sim.errors import TraceError
@@ -54,6 +56,24 @@ def tier_for(
         if u < acc:
             return tier
     return last
+
+
+def misestimate(jobs: Iterable[JobSpec], sigma: float, seed: int = 0) -> list[JobSpec]:
+    """``jobs`` with declared work off by a log-normal factor: each job declares
+    ``work × exp(sigma × z)``, ``z`` a standard normal drawn from a seeded hash of its id
+    (stable across runs and machines). The job still needs its true ``work``; policies
+    that read the declared estimate (``JobSpec.estimate``) are misled by it. With
+    ``sigma`` 1, half the jobs are off by more than a factor of 2 (either way)."""
+    if not math.isfinite(sigma) or sigma < 0:
+        raise TraceError(f"estimate noise sigma must be a finite number >= 0, got {sigma!r}")
+    normal = NormalDist()
+    out = []
+    for spec in jobs:
+        digest = hashlib.blake2b(f"{seed}:estimate:{spec.id}".encode(), digest_size=8).digest()
+        u = (int.from_bytes(digest, "big") + 0.5) / 2.0**64  # in (0, 1)
+        factor = math.exp(sigma * normal.inv_cdf(u))
+        out.append(replace(spec, declared_work=spec.work * factor))
+    return out
 
 
 def resolve_trace(path_or_name: str | os.PathLike[str], trace_dir: str | Path | None) -> Path:

@@ -99,7 +99,7 @@ def stop_delay(e: Entry, config: TieredConfig) -> float:
 def sla_slack(p: Entry, config: TieredConfig) -> float:
     """Seconds premium job ``p`` may wait and still meet its SLA (declared work as the
     run-time estimate)."""
-    return (1.0 / config.premium_sla - 1.0) * p.spec.full_duration
+    return (1.0 / config.premium_sla - 1.0) * (p.spec.estimate / p.world)
 
 
 def stop_cost(e: Entry) -> tuple[int, int, float, str]:
