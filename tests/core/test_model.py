@@ -64,7 +64,8 @@ def test_policies_see_declared_work_left() -> None:
     assert told.estimate == 100.0 and told.work == 400.0
     assert JobView(exact, work_done=40.0).remaining == 360.0
     assert JobView(told, work_done=40.0).remaining == 60.0
-    assert JobView(told, work_done=250.0).remaining == 0.0  # outran its estimate
+    assert JobView(told, work_done=100.0).remaining == 0.0
+    assert JobView(told, work_done=250.0).remaining == 250.0  # outran it: taken as halfway
 
 
 @pytest.mark.parametrize(

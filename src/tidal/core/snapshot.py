@@ -45,8 +45,13 @@ class JobView:
     @property
     def remaining(self) -> float:
         """Work left as the job declared it (``spec.estimate`` less ``work_done``), in
-        device-seconds at W devices; 0 once a job has outrun its estimate."""
-        return max(0.0, self.spec.estimate - self.work_done)
+        device-seconds at W devices. A job that has outrun its estimate is taken to be
+        halfway: as much again as it has done (it is not done, and run times are heavy-
+        tailed), rather than 0, which would leave it never growing and never on a
+        critical path."""
+        done = self.work_done
+        estimate = self.spec.estimate
+        return estimate - done if done <= estimate else done
 
     @property
     def holds_devices(self) -> bool:
