@@ -411,6 +411,17 @@ def test_young_basic_jobs_queue_with_standard_ones(
     assert [j for j in ("std", "basic") if plan.target(j)] == [winner]
 
 
+@pytest.mark.parametrize("basic_first", [True, False])
+def test_lane_basic_jobs_queue_behind_standard_jobs_of_their_level(basic_first: bool) -> None:
+    """Room for one of two fresh 8-device jobs at the same LAS level: the standard one
+    starts, whichever was submitted first."""
+    early, late = NOW - 600, NOW - 300
+    std = waiting(spec("std", world=8, min_devices=8, submit=late if basic_first else early))
+    basic = waiting(spec("basic", "basic", 8, min_devices=8, submit=early if basic_first else late))
+    plan = check(tiered(), snap([std, basic]))
+    assert plan.target("std").size == 8 and not plan.target("basic")
+
+
 def idle_devices(plan: Plan, s: ClusterSnapshot) -> dict[str, int]:
     """Per node, devices free now that the plan leaves unassigned.
 

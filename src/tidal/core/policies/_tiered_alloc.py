@@ -124,9 +124,14 @@ class Entry:
             level += max(0, int(view.remaining / thresholds[-1]).bit_length() - 1)
         self.level = level
         self.rank = rank = _RANKS[tier._value_]
+        # Within a level: running standard jobs, running basic jobs in the lane, waiting
+        # standard jobs, waiting basic jobs in the lane; then first come first served.
+        after = 0 if held else 2
         if rank == _BASIC_RANK and self.las < basic_lane:
-            rank = self.rank = _STANDARD_RANK  # a young basic job queues with standard ones
-        self.key = (rank, level, 0 if held else 1, spec.submit_time, job_id)
+            # A young basic job queues with standard ones, behind those of its level.
+            rank = self.rank = _STANDARD_RANK
+            after += 1
+        self.key = (rank, level, after, spec.submit_time, job_id)
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
             (floors and self.lowest) or (yield_share and tier is _STANDARD and not held)
@@ -151,7 +156,7 @@ class Entry:
         age = now - spec.submit_time
         asked = spec.world * age
         attained = self.view.attained
-        rank, level, waits, submit, job_id = self.key
+        rank, level, after, submit, job_id = self.key
         new_rank, new_level = self.rank, self.level
         if floors and self.lowest:
             floor = floors.get(self.tier._value_, 0.0)
@@ -161,7 +166,7 @@ class Entry:
         if yield_share and waiting_standard and age > grace and attained >= yield_share * asked:
             new_rank = _BASIC_RANK  # slack against its SLA: queues with basic jobs
         if (new_rank, new_level) != (rank, level):
-            self.key = (new_rank, new_level, waits, submit, job_id)
+            self.key = (new_rank, new_level, after, submit, job_id)
 
     def renew(self, hold_since: float) -> None:
         """Start a round: nothing decided yet."""

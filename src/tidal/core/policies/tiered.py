@@ -72,8 +72,9 @@ class TieredPolicy:
        what other tenants leave idle; borrowed devices go back to their owner's jobs once
        the borrower's minimum hold time has passed.
     5. **Basic** jobs run on whatever is left, except that a basic job in the first
-       ``basic_lane`` LAS levels queues with standard jobs of its level (a young basic
-       job need not wait behind long standard work).
+       ``basic_lane`` LAS levels queues with standard jobs of its level, behind them (a
+       young basic job need not wait behind long standard work, and never goes before
+       a standard job as young).
     6. Within a tier, jobs are served by discretized least attained service
        (``las_thresholds``, device-seconds), running jobs before waiting ones of the same
        level, then first-come first-served — short jobs finish first without knowing
