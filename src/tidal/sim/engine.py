@@ -7,9 +7,12 @@ Rounds are coalesced: events (arrivals, completions, ends of checkpoints and res
 handled at their exact times, and at most one round runs per distinct event time, only if
 something a policy could act on changed: a job arrived, finished, or released devices at
 the end of a checkpoint. The end of a restart only updates the job's view (no devices were
-freed and no demand appeared), and the next round sees it. With ``min_round_interval`` > 0 a round runs at most that often: changes
-inside the interval are decided together at its end, as a periodic scheduler would. A
-policy with a ``tick`` (seconds) is also called at least that often while jobs wait.
+freed and no demand appeared), and the next round sees it. With ``min_round_interval`` > 0
+a round runs at most that often: changes inside the interval are decided together at its
+end, as a periodic scheduler would. A policy's ``round_interval`` batches the same way,
+except that a premium job's arrival, or any change while a premium job waits, gets a
+round at once. A policy with a ``tick`` (seconds) is also called at least that often
+while jobs wait.
 
 Views are reused: a job's :class:`JobView` is rebuilt only when the executor changed it,
 and a running job's progress (``work_done``, ``attained``) is reported every
@@ -56,8 +59,7 @@ Progress = Callable[[int, int], None]
 DEFAULT_MIN_ROUND_INTERVAL = 0.0
 DEFAULT_PROGRESS_INTERVAL = 60.0
 _RUNNING = JobState.RUNNING
-_PENDING = JobState.PENDING
-_PREEMPTED = JobState.PREEMPTED
+_WAITING = (JobState.PENDING, JobState.PREEMPTED)
 _PREMIUM = Tier.PREMIUM
 
 
@@ -152,7 +154,7 @@ class Simulation:
                 views[spec.id] = job.make_view(t)
                 executor.waiting += 1
                 changed = True
-                if spec.tier is _PREMIUM:
+                if spec.tier is _PREMIUM and self._batch:
                     urgent = True
                     self._premium_waiting.add(spec.id)
             while heap and heap[0][0] == t:
@@ -222,12 +224,13 @@ class Simulation:
                 views[job.spec.id] = job.make_view(now)
                 refresh.append((now + every, job, version))
         premium_waiting = self._premium_waiting
+        batch = self._batch  # premium jobs waiting are tracked only to stop batching
         for jid, job in executor.dirty.items():
             if job.finish is None:
                 views[jid] = job.make_view(now)
                 if job.state is running:
                     refresh.append((now + every, job, job.version))
-                if job.spec.tier is _PREMIUM and (job.state is _PENDING or job.state is _PREEMPTED):
+                elif batch and job.spec.tier is _PREMIUM and job.state in _WAITING:
                     premium_waiting.add(jid)
         executor.dirty.clear()
         snapshot = ClusterSnapshot(
@@ -257,9 +260,7 @@ class Simulation:
             # Those this round's actions started (or that are gone) wait no more.
             for jid in [j for j in premium_waiting if j in executor.dirty or j not in live]:
                 waiting = live.get(jid)
-                if waiting is None or not (
-                    waiting.state is _PENDING or waiting.state is _PREEMPTED
-                ):
+                if waiting is None or waiting.state not in _WAITING:
                     premium_waiting.discard(jid)
         if debug:
             logger.debug(
