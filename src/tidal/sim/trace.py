@@ -70,7 +70,8 @@ def misestimate(jobs: Iterable[JobSpec], sigma: float, seed: int = 0) -> list[Jo
     out = []
     for spec in jobs:
         digest = hashlib.blake2b(f"{seed}:estimate:{spec.id}".encode(), digest_size=8).digest()
-        u = (int.from_bytes(digest, "big") + 0.5) / 2.0**64  # in (0, 1)
+        # In (0, 1): the float sum can round up to 1 for the top few digests.
+        u = min((int.from_bytes(digest, "big") + 0.5) / 2.0**64, 1.0 - 2.0**-53)
         factor = math.exp(sigma * normal.inv_cdf(u))
         out.append(replace(spec, declared_work=spec.work * factor))
     return out
