@@ -128,6 +128,21 @@ def test_kill_or_checkpoint_the_victim(
     assert isinstance(start, Start) and start.job_id == "p"
 
 
+@pytest.mark.parametrize(("slack_margin", "killed"), [(1.0, False), (4.0, True)])
+def test_slack_margin_distrusts_long_declarations(slack_margin: float, killed: bool) -> None:
+    """A premium job declared at 200 s has 10.5 s of SLA slack, enough to wait for the
+    victim's 6 s checkpoint; if it may be 4× shorter than declared, it has not."""
+    s = snap(
+        [
+            running(spec("v", "basic", 8), {"n0": 8}, placed_at=NOW - 30),
+            waiting(spec("p", "premium", 8, duration=200.0)),
+        ]
+    )
+    plan = check(tiered(slack_margin=slack_margin), s)
+    (stop, _) = plan.diff(s)
+    assert isinstance(stop, Stop) and stop.checkpoint is not killed
+
+
 def test_migration_lets_a_fragmented_premium_job_start() -> None:
     # 8 devices free in total, but 4 on each node: move the basic job to make a whole node.
     s = snap(
@@ -535,6 +550,8 @@ def test_parameters_are_validated() -> None:
         TieredPolicy(las_thresholds=(100.0, 10.0))
     with pytest.raises(ValueError, match="tick must be > 0"):
         TieredPolicy(tick=0)
+    with pytest.raises(ValueError, match=r"slack_margin must be >= 1, got 0\.5"):
+        TieredPolicy(slack_margin=0.5)
     with pytest.raises(ValueError, match="round_interval must be >= 0 seconds"):
         TieredPolicy(round_interval=-5)
     assert TieredPolicy(round_interval=30).round_interval == 30

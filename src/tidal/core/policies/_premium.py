@@ -97,9 +97,9 @@ def stop_delay(e: Entry, config: TieredConfig) -> float:
 
 
 def sla_slack(p: Entry, config: TieredConfig) -> float:
-    """Seconds premium job ``p`` may wait and still meet its SLA (declared work as the
-    run-time estimate)."""
-    return (1.0 / config.premium_sla - 1.0) * (p.spec.estimate / p.world)
+    """Seconds premium job ``p`` may wait and still meet its SLA, if it runs no shorter
+    than its declared work divided by ``slack_margin``."""
+    return (1.0 / config.premium_sla - 1.0) * (p.spec.estimate / p.world) / config.slack_margin
 
 
 def stop_cost(e: Entry) -> tuple[int, int, float, str]:

@@ -31,6 +31,7 @@ DEFAULT_BASIC_LANE = 3
 DEFAULT_CRITICAL_MARGIN = 21600.0
 DEFAULT_CRITICAL_MIN = 259200.0
 DEFAULT_CRITICAL_SHARE = 0.25
+DEFAULT_SLACK_MARGIN = 4.0
 GIB = float(1 << 30)
 
 
@@ -43,6 +44,7 @@ class TieredConfig:
     grow_min_remaining: float = DEFAULT_GROW_MIN_REMAINING
     kill_max_loss: float = DEFAULT_KILL_MAX_LOSS
     premium_sla: float = 0.95
+    slack_margin: float = DEFAULT_SLACK_MARGIN
     standard_floor: float = 0.0
     basic_floor: float = 0.0
     floor_grace: float = 3600.0

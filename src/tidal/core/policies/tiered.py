@@ -21,6 +21,7 @@ from tidal.core.policies._tiered_alloc import (
     DEFAULT_KILL_MAX_LOSS,
     DEFAULT_LAS_THRESHOLDS,
     DEFAULT_MIN_HOLD,
+    DEFAULT_SLACK_MARGIN,
     GIB,
     Entry,
     TieredConfig,
@@ -63,8 +64,10 @@ class TieredPolicy:
     2. If the free devices do not suffice, premium jobs **take devices** from basic jobs
        first, then standard ones; within a tier, elastic victims are *shrunk* before any
        job is *stopped*, and the cheapest go first (jobs past their minimum hold time,
-       smaller checkpoints, more service already received). Every stop checkpoints, so no
-       progress is lost.
+       smaller checkpoints, more service already received). A stop checkpoints, unless
+       the premium job cannot wait for that (its SLA slack, from its declared run time
+       divided by ``slack_margin``, is shorter) and the victim loses little since its
+       last checkpoint (``kill_max_loss``): then the victim is killed.
     3. If the premium job's devices are scattered over nodes, running jobs are
        **migrated** (or, failing that, shrunk or stopped) to clear a node for it.
     4. **Standard** jobs share the rest by tenant quota (``snapshot.quotas``; without
@@ -108,6 +111,7 @@ class TieredPolicy:
         grow_min_remaining: float = DEFAULT_GROW_MIN_REMAINING,
         kill_max_loss: float = DEFAULT_KILL_MAX_LOSS,
         premium_sla: float = 0.95,
+        slack_margin: float = DEFAULT_SLACK_MARGIN,
         checkpoint_fixed_s: float = 5.0,
         checkpoint_gib_per_s: float = 1.0,
         standard_floor: float = 0.0,
@@ -155,6 +159,8 @@ class TieredPolicy:
             raise SpecError(f"tiered: kill_max_loss must be >= 0, got {kill_max_loss}")
         if not 0 < premium_sla <= 1:
             raise SpecError(f"tiered: premium_sla must be in (0, 1], got {premium_sla}")
+        if not 1 <= slack_margin < float("inf"):
+            raise SpecError(f"tiered: slack_margin must be >= 1, got {slack_margin}")
         if checkpoint_fixed_s < 0 or checkpoint_gib_per_s <= 0:
             raise SpecError(
                 "tiered: checkpoint_fixed_s must be >= 0 and checkpoint_gib_per_s > 0, got "
@@ -176,6 +182,7 @@ class TieredPolicy:
             grow_min_remaining=float(grow_min_remaining),
             kill_max_loss=float(kill_max_loss),
             premium_sla=float(premium_sla),
+            slack_margin=float(slack_margin),
             checkpoint_fixed_s=float(checkpoint_fixed_s),
             checkpoint_gib_per_s=float(checkpoint_gib_per_s),
             standard_floor=float(standard_floor),
