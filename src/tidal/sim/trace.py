@@ -42,12 +42,16 @@ def default_checkpoint_bytes(world: int) -> int:
     return min(world, 32) * GIB
 
 
+def _hashed(key: str) -> int:
+    """A 64-bit BLAKE2b hash of ``key``: stable across runs and machines."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
 def tier_for(
     job_id: str, seed: int = 0, shares: Iterable[tuple[Tier, float]] = DEFAULT_TIER_SHARES
 ) -> Tier:
     """The tier a job gets from a seeded hash of its id (stable across runs and machines)."""
-    digest = hashlib.blake2b(f"{seed}:{job_id}".encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2.0**64
+    u = _hashed(f"{seed}:{job_id}") / 2.0**64
     acc = 0.0
     last = Tier.BASIC
     for tier, share in shares:
@@ -69,9 +73,8 @@ def misestimate(jobs: Iterable[JobSpec], sigma: float, seed: int = 0) -> list[Jo
     normal = NormalDist()
     out = []
     for spec in jobs:
-        digest = hashlib.blake2b(f"{seed}:estimate:{spec.id}".encode(), digest_size=8).digest()
-        # In (0, 1): the float sum can round up to 1 for the top few digests.
-        u = min((int.from_bytes(digest, "big") + 0.5) / 2.0**64, 1.0 - 2.0**-53)
+        # In (0, 1): the float sum can round up to 1 for the top few hashes.
+        u = min((_hashed(f"{seed}:estimate:{spec.id}") + 0.5) / 2.0**64, 1.0 - 2.0**-53)
         factor = math.exp(sigma * normal.inv_cdf(u))
         out.append(replace(spec, declared_work=spec.work * factor))
     return out

@@ -115,7 +115,8 @@ class Entry:
         self.world = world = spec.world
         self.held = held
         # Time it still needs at full size: the earliest it can finish is now + left.
-        self.left = view.remaining / world
+        remaining = view.remaining
+        self.left = remaining / world
         self.renew(hold_since)
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
@@ -123,7 +124,7 @@ class Entry:
         self.lowest = level == len(thresholds)  # where share floors may apply
         if by_remaining and self.lowest and thresholds:
             # Within the lowest level, by declared work left: one sub-level per doubling.
-            level += max(0, int(view.remaining / thresholds[-1]).bit_length() - 1)
+            level += max(0, int(remaining / thresholds[-1]).bit_length() - 1)
         self.level = level
         self.rank = rank = _RANKS[tier._value_]
         # Within a level: running standard jobs, running basic jobs in the lane, waiting
