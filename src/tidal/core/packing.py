@@ -74,11 +74,15 @@ class FreePool:
 
     def __init__(
         self,
-        fleet: Fleet,
+        fleet: Fleet | FleetIndex,
         used: Mapping[str, int] | None = None,
         taken: Iterable[Placement] = (),
+        free: list[int] | None = None,
     ) -> None:
-        fx = fleet_index(fleet)
+        fx = fleet if isinstance(fleet, FleetIndex) else fleet_index(fleet)
+        if free is not None:  # counted by the caller (see `from_free`)
+            self._fill(fx, free)
+            return
         free = list(fx.cap)
         index = fx.index
         if used:
@@ -93,9 +97,7 @@ class FreePool:
     def from_free(cls, fleet: Fleet, free: list[int]) -> FreePool:
         """A pool with ``free[i]`` free devices on node ``i`` (in fleet order), for callers
         that have counted them already; the pool takes ownership of the list."""
-        pool = object.__new__(cls)
-        pool._fill(fleet_index(fleet), free)
-        return pool
+        return cls(fleet, free=free)
 
     def _fill(self, fx: FleetIndex, free: list[int]) -> None:
         if min(free, default=0) < 0:
@@ -143,10 +145,8 @@ class FreePool:
         return 0
 
     def copy(self) -> FreePool:
-        clone = object.__new__(FreePool)
-        clone.fx = self.fx
-        clone.free = list(self.free)
-        clone.grown = None
+        clone = FreePool(self.fx, free=list(self.free))
+        # The same stacks, stale entries and all, so the copy allocates as the original.
         clone._total = dict(self._total)
         clone._buckets = {t: [list(s) for s in b] for t, b in self._buckets.items()}
         return clone
