@@ -138,7 +138,7 @@ class Premium:
         self._basic: dict[int, int] = {}
         self._losses: dict[str, float] = {}
         self._candidates: list[int] | None = None
-        self._by_cost: list[Entry] | None = None
+        self._by_cost: dict[Tier, list[Entry]] = {}
         self._sorted: set[int] = set()
 
     # -- lazily built views of the nodes ----------------------------------------------------
@@ -361,11 +361,11 @@ class Premium:
         need = p.world - self.total_free()
         if need <= 0:
             return True
-        if self._by_cost is None:
-            self._by_cost = sorted((e for e in self.others if e.held), key=stop_cost)
         for tier in (_BASIC, _STANDARD):
-            for e in self._by_cost:
-                if e.tier is not tier or e.fixed:
+            if need <= 0:
+                break
+            for e in self._victims_by_cost(tier):
+                if e.fixed:
                     continue
                 if need <= 0:
                     break
@@ -387,6 +387,16 @@ class Premium:
             use = min(self.soon - self.claimed, need)
             self.claimed += use
         return True
+
+    def _victims_by_cost(self, tier: Tier) -> list[Entry]:
+        """The running jobs of ``tier``, cheapest victims first; sorted the first time a
+        job larger than a node needs them (standard ones only if basic ones fall short)."""
+        found = self._by_cost.get(tier)
+        if found is None:
+            found = [e for e in self.others if e.held and e.tier is tier]
+            found.sort(key=stop_cost)
+            self._by_cost[tier] = found
+        return found
 
 
 def _cut(e: Entry, keep: int, kill: bool, premium: Entry) -> None:

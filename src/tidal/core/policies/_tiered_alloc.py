@@ -62,11 +62,13 @@ class TieredConfig:
 class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
-    What derives from the job's view alone (``view`` to ``world``, ``held``, ``left``,
-    ``las``, ``level``, ``rank``, and ``key`` where it does not depend on the time, see
-    :meth:`retime`) never changes; :meth:`renew` resets the rest, so an entry can serve
-    the same (immutable) view again in a later round. Reasons formatted after the round
-    (``TieredPolicy._explain``) read only the view-derived fields.
+    What derives from the job's spec (``spec``, ``id``, ``tier``, ``tenant``, ``world``)
+    never changes; what derives from its view (``view``, ``held``, ``left``, ``las``,
+    ``level``, ``rank``, ``timed``, and ``key`` where it does not depend on the time, see
+    :meth:`retime`) changes with :meth:`update` when the job has a new view; and
+    :meth:`renew` resets the rest, the round's decisions. So one entry follows its job
+    from round to round. Reasons formatted after the round read the job's view, not its
+    entry.
     """
 
     __slots__ = (
@@ -84,6 +86,7 @@ class Entry:
         "pinned",
         "rank",
         "reason",
+        "seen",
         "spec",
         "target",
         "tenant",
@@ -107,12 +110,44 @@ class Entry:
         basic_lane: int = 0,
     ) -> None:
         spec = view.spec
-        self.view = view
         self.spec: JobSpec = spec
-        self.id = job_id = spec.id
-        self.tier = tier = spec.tier
+        self.id = spec.id
+        self.tier = spec.tier
         self.tenant = spec.tenant
-        self.world = world = spec.world
+        self.world = spec.world
+        self.seen = 0  # the last round that saw it (``TieredPolicy``'s bookkeeping)
+        self.update(
+            view,
+            held,
+            thresholds,
+            hold_since,
+            now,
+            floors,
+            grace,
+            yield_share,
+            by_remaining,
+            basic_lane,
+        )
+
+    def update(
+        self,
+        view: JobView,
+        held: int,
+        thresholds: Sequence[float],
+        hold_since: float,
+        now: float = 0.0,
+        floors: Mapping[str, float] | None = None,
+        grace: float = 0.0,
+        yield_share: float = 0.0,
+        by_remaining: bool = False,
+        basic_lane: int = 0,
+    ) -> None:
+        """Derive everything from ``view``, a view of the same job (the same spec): an
+        entry follows its job from round to round, as its progress and state change."""
+        spec = self.spec
+        tier = self.tier
+        world = self.world
+        self.view = view
         self.held = held
         # Time it still needs at full size: the earliest it can finish is now + left.
         remaining = view.remaining
@@ -134,7 +169,7 @@ class Entry:
             # A young basic job queues with standard ones, behind those of its level.
             rank = self.rank = _STANDARD_RANK
             after += 1
-        self.key = (rank, level, after, spec.submit_time, job_id)
+        self.key = (rank, level, after, spec.submit_time, self.id)
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
             (floors and self.lowest) or (yield_share and tier is _STANDARD and not held)

@@ -49,6 +49,42 @@ class _Group:
         self.others: list[Entry] = []  # standard and basic
 
 
+class _Carry:
+    """What one round leaves the next: entries by job id, each device type's standard and
+    basic entries in their final order, and the round's stamp (``Entry.seen``)."""
+
+    __slots__ = ("config", "entries", "orders", "stamp")
+
+    def __init__(
+        self,
+        config: TieredConfig,
+        entries: dict[str, Entry] | None = None,
+        orders: dict[str, list[Entry]] | None = None,
+        stamp: int = 0,
+    ) -> None:
+        self.config = config
+        self.entries: dict[str, Entry] = entries if entries is not None else {}
+        self.orders: dict[str, list[Entry]] = orders if orders is not None else {}
+        self.stamp = stamp
+
+
+def _in_last_order(others: list[Entry], last: list[Entry] | None, stamp: int) -> list[Entry]:
+    """``others`` (this round's entries, marked with ``stamp``), those of ``last`` first in
+    its order, then the rest. Only the order the sort starts from: the sort's key is a
+    total order, so the sorted result is the same from any start."""
+    if not last:
+        return others
+    kept = [e for e in last if e.seen == stamp]
+    if len(kept) == len(others):
+        return kept
+    for e in kept:
+        e.seen = -stamp  # in `kept`: not to be added again
+    kept.extend(e for e in others if e.seen == stamp)
+    for e in others:
+        e.seen = stamp
+    return kept
+
+
 class TieredPolicy:
     """SLA tiers with elastic, checkpointed preemption, in the spirit of Microsoft's
     Singularity (Shukla et al., 2022: transparent preemption, migration and elastic
@@ -198,22 +234,26 @@ class TieredPolicy:
         )
         self.tick = tick
         self.round_interval = round_interval
-        # The entries of the last round, by the identity of their (immutable) views: a
-        # simulation or control loop reuses a job's view until the job changes, and
-        # renewing an entry costs less than building one (and makes no garbage for the
-        # cycle collector, which was a fifth of a round on large fleets). A round takes
-        # the cache out of this list and returns its own when done, so concurrent rounds
-        # never share entries; the cache changes no decision.
-        self._spare: list[tuple[TieredConfig, dict[int, Entry]]] = []
+        # The entries of the last round, by job id. An entry follows its job: renewed when
+        # the job's (immutable) view is the one it was made from, re-derived from the new
+        # view when the job progressed or moved. Either costs less than building an entry
+        # (and makes no garbage for the cycle collector, which was a fifth of a round on
+        # large fleets). A round takes the cache out of this list and returns its own when
+        # done, so concurrent rounds never share entries; the cache changes no decision.
+        # The cache also keeps each device type's standard and basic entries in the
+        # order the last round left them: sorting them again from that order touches
+        # little but what changed (Python's sort merges presorted runs), where sorting
+        # from snapshot order is a full O(n log n) sort of tuples every round.
+        self._spare: list[_Carry] = []
 
-    def _take_entries(self) -> dict[int, Entry]:
-        """The last round's entries, if they were made under the same configuration."""
+    def _take_carry(self) -> _Carry:
+        """What the last round left, if it ran under the same configuration."""
         try:
-            config, entries = self._spare.pop()
+            carry = self._spare.pop()
         except IndexError:
-            return {}
+            return _Carry(self.config)
         self._spare.clear()  # keep at most one: concurrent rounds may each return one
-        return entries if config is self.config else {}
+        return carry if carry.config is self.config else _Carry(self.config)
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         config = self.config
@@ -241,8 +281,10 @@ class TieredPolicy:
         free_now = list(fx.cap)
         premium_held: list[Placement] = []  # placements of running premium jobs
         premium_waits = False
-        reuse = self._take_entries()
-        entries: dict[int, Entry] = {}  # by view identity, for the next round
+        carry = self._take_carry()
+        reuse = carry.entries
+        entries: dict[str, Entry] = {}  # by job id, for the next round
+        stamp = carry.stamp + 1  # marks the entries of this round
         for view in snapshot.jobs:
             state = view.state
             spec = view.spec
@@ -262,12 +304,25 @@ class TieredPolicy:
                         stopping[name] = stopping.get(name, 0) + count
                         free_now[index[name]] -= count
                 continue
-            key = id(view)
-            e = reuse.get(key)
-            if e is not None and e.view is view:
+            job_id = spec.id
+            e = reuse.get(job_id)
+            if e is not None and e.view is view:  # unchanged since the last round
                 e.renew(hold_since)
                 if e.timed:
                     e.retime(now, floors, grace, yield_share)
+            elif e is not None and e.spec is spec:  # the same job, progressed or moved
+                e.update(
+                    view,
+                    held,
+                    thresholds,
+                    hold_since,
+                    now,
+                    floors,
+                    grace,
+                    yield_share,
+                    by_remaining,
+                    lane,
+                )
             else:
                 e = Entry(
                     view,
@@ -281,7 +336,8 @@ class TieredPolicy:
                     by_remaining,
                     lane,
                 )
-            entries[key] = e
+            entries[job_id] = e
+            e.seen = stamp
             group = groups.get(spec.device_type)
             if group is None:
                 group = groups[spec.device_type] = _Group()
@@ -317,13 +373,15 @@ class TieredPolicy:
                 soon_delay[t] = max(soon_delay.get(t, 0.0), delay)
             now_pool = FreePool.from_free(snapshot.fleet, list(free_now))
         ordered: list[Entry] = []
+        orders: dict[str, list[Entry]] = {}
         admitted_all: list[Entry] = []
         left_by_type: dict[str, int] = {}
         for device_type in sorted(groups):
             group = groups[device_type]
             total = capacity.get(device_type, 0)  # devices being released included
             soon = releasing.get(device_type, 0)
-            others = group.others
+            others = _in_last_order(group.others, carry.orders.get(device_type), stamp)
+            orders[device_type] = others  # sorted by allocate_others, kept for next round
             premium_running = group.premium_running
             admitted = admit(premium_running, group.premium_waiting, total, room_for_premium)
             premium_held_here = sum(e.held for e in premium_running)
@@ -333,7 +391,7 @@ class TieredPolicy:
                 finder = Premium(
                     fx,
                     device_type,
-                    others,
+                    group.others,  # in snapshot order (its last resort stops in this order)
                     now_pool,
                     soon,
                     soon_delay.get(device_type, 0.0),
@@ -369,15 +427,17 @@ class TieredPolicy:
                 len(plan.reasons),
                 "; ".join(f"{k}: {v}" for k, v in list(plan.reasons.items())[:20]),
             )
-        self._spare.append((config, entries))  # done with them: the next round may renew
+        # Done with them: the next round may renew them.
+        self._spare.append(_Carry(config, entries, orders, stamp))
         return plan
 
     def _explain(
         self, rnd: Round, ordered: list[Entry], left: dict[str, int]
-    ) -> LazyReasons[Entry]:
-        """A reason for every job that gets less than it asked for (formatted on demand)."""
+    ) -> LazyReasons[JobView]:
+        """A reason for every job that gets less than it asked for (formatted on demand,
+        from the job's immutable view: its entry moves on with the next round)."""
         fixed = rnd.reasons
-        lazy: dict[str, Entry] = {}
+        lazy: dict[str, JobView] = {}
         placements = rnd.placements
         placed = placements.get
         for e in ordered:
@@ -386,27 +446,29 @@ class TieredPolicy:
                 continue
             placement = placed(e.id)
             if placement is None or placement.size < e.world:
-                lazy[e.id] = e
+                lazy[e.id] = e.view
         thresholds = self.config.las_thresholds
 
-        def make(e: Entry) -> str:
-            placement = placements.get(e.id)
+        def make(view: JobView) -> str:
+            spec = view.spec
+            placement = placements.get(spec.id)
             size = placement.size if placement is not None else 0
-            tier = e.tier.value
-            level = bisect_right(thresholds, e.view.attained)
+            held = view.placement.size if view.state.holds_devices else 0
+            tier = spec.tier.value
+            level = bisect_right(thresholds, view.attained)
             if not size:
-                if e.held:
+                if held:
                     return (
-                        f"preempted: higher-priority work needs its {e.held} devices "
+                        f"preempted: higher-priority work needs its {held} devices "
                         f"({tier}, service level {level})"
                     )
                 return (
-                    f"waiting: needs {e.spec.min_size} of {e.world} devices, "
-                    f"{max(0, left.get(e.spec.device_type, 0))} free after higher-priority "
+                    f"waiting: needs {spec.min_size} of {spec.world} devices, "
+                    f"{max(0, left.get(spec.device_type, 0))} free after higher-priority "
                     f"work ({tier}, service level {level})"
                 )
-            if e.held and size < e.held:
-                return f"shrunk {e.held}→{size}: higher-priority work needs devices"
-            return f"running on {size} of {e.world} devices: no more free"
+            if held and size < held:
+                return f"shrunk {held}→{size}: higher-priority work needs devices"
+            return f"running on {size} of {spec.world} devices: no more free"
 
         return LazyReasons(fixed, lazy, make)
