@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tidal._build import warn_if_stale
+
+warn_if_stale()  # an edited module that still runs compiled from before the edit
+
 __version__ = "0.1.0"
 
 _RUNTIME_NAMES = ("prepare", "epochs", "is_main", "rank", "world", "checkpoint_now")
