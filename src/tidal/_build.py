@@ -16,10 +16,11 @@ from pathlib import Path
 
 # The modules setup.py compiles (read from this file, so the list lives in one place).
 # Not listed: package __init__s, exception classes (mypyc cannot compile subclasses of
-# built-in exceptions), JobSpec (its checks must name a bad value, where a compiled class
-# raises a bare TypeError first), the Policy protocol (runtime-checkable protocols must
-# stay Python classes), and code off the hot path (the CLI, trace parsing, plots, the
-# runtime).
+# built-in exceptions), the Policy protocol (runtime-checkable protocols must stay Python
+# classes), and code off the hot path (the CLI, trace parsing, plots, the runtime).
+# Compiled classes check the types of their fields when built: a JobSpec given a string
+# for its tier raises TypeError ("Tier object expected; got str") before its own checks,
+# which in pure Python raise SpecError.
 COMPILED = (
     "tidal.core.actions",
     "tidal.core.fleet",
@@ -27,6 +28,7 @@ COMPILED = (
     "tidal.core.placement",
     "tidal.core.plan",
     "tidal.core.snapshot",
+    "tidal.core.spec",
     "tidal.core.states",
     "tidal.core.tiers",
     "tidal.core.policies._common",

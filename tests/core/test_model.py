@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.core.helpers import running, snap, spec, waiting
+from tidal._build import compiled_modules
 from tidal.core import (
     EMPTY,
     Fleet,
@@ -39,7 +40,6 @@ from tidal.core import (
         ({"checkpoint_bytes": -1}, "checkpoint_bytes must be >= 0, got -1"),
         ({"declared_work": -2.0}, "declared_work must be >= 0, got -2.0"),
         ({"declared_work": float("nan")}, "declared_work must be >= 0, got nan"),
-        ({"tier": "gold"}, "tier must be a Tier, got 'gold'"),
         ({"id": ""}, "job id must be a non-empty string"),
     ],
 )
@@ -54,6 +54,19 @@ def test_spec_errors_name_the_bad_value(kwargs: dict[str, object], message: str)
     base.update(kwargs)
     with pytest.raises(SpecError) as err:
         JobSpec(**base)  # type: ignore[arg-type]
+    assert message in str(err.value)
+
+
+def test_spec_refuses_a_tier_that_is_not_a_tier() -> None:
+    # Pure Python checks the type itself; a compiled JobSpec (mypyc) refuses the wrong
+    # type as it is built, before its own checks run.
+    if "tidal.core.spec" in compiled_modules():
+        expected: type[Exception] = TypeError
+        message = "Tier object expected; got str"
+    else:
+        expected, message = SpecError, "tier must be a Tier, got 'gold'"
+    with pytest.raises(expected) as err:
+        JobSpec(id="j1", tenant="a", tier="gold", world=4, submit_time=0.0)  # type: ignore[arg-type]
     assert message in str(err.value)
 
 
