@@ -13,7 +13,8 @@ one in twenty of those that do not fit is still waiting), some jobs at smaller s
 some inside their minimum hold time, a few stopping. ``philly_sim_s`` is the
 wall time of simulating the whole of ``philly.csv`` (from ``$TIDAL_TRACE_DIR``) under
 ``tiered`` on 56 nodes × 8 devices; it is null, with a note on stderr, when the trace or
-the simulator is missing.
+the simulator is missing. ``compiled`` says whether the round ran compiled (mypyc, as
+installed by default) or as pure Python.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tidal.core import (
     Tier,
     make_policy,
 )
+from tidal._build import compiled_modules
 from tidal.core.packing import FreePool
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -175,6 +177,9 @@ def main() -> None:
         "round_cpu_ms_p99": {n: round(d["cpu_p99"], 2) for n, d in detail.items()},
         "round_cpu_ms_p50": {n: round(d["cpu_p50"], 2) for n, d in detail.items()},
         "live_jobs": {n: int(n) // 5 for n in detail},
+        # Whether the round ran as C (mypyc, the default install) or as pure Python
+        # (TIDAL_COMPILE=0): the figures differ about twofold.
+        "compiled": "tidal.core.policies.tiered" in compiled_modules(),
     }
     if result["philly_sim_s"] is not None:
         result["philly_sim_s"] = round(result["philly_sim_s"], 2)

@@ -1,0 +1,108 @@
+"""``tiered`` carries its entries, and their order, from one round to the next; none of it
+may change a decision, and a plan's reasons must describe the snapshot it was made for."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from tests.core.helpers import NOW, snap, spec, waiting
+from tests.core.test_tiered import random_snapshot
+from tidal.core import ClusterSnapshot, JobState, make_policy
+from tidal.core.policies._tiered_alloc import DEFAULT_LAS_THRESHOLDS, Entry
+
+# Every field of an entry but ``seen`` (the policy's own bookkeeping of rounds).
+_FIELDS = (
+    "critical",
+    "fixed",
+    "held",
+    "hint",
+    "id",
+    "key",
+    "kill",
+    "las",
+    "left",
+    "level",
+    "lowest",
+    "pinned",
+    "rank",
+    "reason",
+    "spec",
+    "target",
+    "tenant",
+    "tier",
+    "timed",
+    "view",
+    "world",
+)
+
+
+def progressed(snapshot: ClusterSnapshot, rng: random.Random, dt: float) -> ClusterSnapshot:
+    """``snapshot`` ``dt`` later: running jobs report progress (new views), some waiting
+    ones leave, and new ones arrive, as between two rounds of a live fleet."""
+    jobs = []
+    for v in snapshot.jobs:
+        if v.state is JobState.RUNNING:
+            jobs.append(replace(v, attained=v.attained + dt * v.size, work_done=v.work_done + dt))
+        elif v.state is JobState.PENDING and rng.random() < 0.2:
+            continue  # gone (cancelled)
+        else:
+            jobs.append(v)
+    for k in range(rng.randint(0, 3)):
+        arrival = spec(
+            f"new{snapshot.now + dt:.0f}-{k}",
+            rng.choice(["standard", "basic", "premium"]),
+            rng.choice([1, 2, 4, 8]),
+            submit=snapshot.now + dt,
+            tenant=rng.choice("abc"),
+        )
+        jobs.append(waiting(arrival))
+    return replace(snapshot, now=snapshot.now + dt, jobs=tuple(jobs))
+
+
+def test_a_policy_with_a_past_decides_as_a_fresh_one() -> None:
+    # One policy schedules a run of snapshots (entries renewed, re-derived, and sorted
+    # from the last round's order); a fresh policy for each snapshot has nothing carried.
+    rng = random.Random(7)
+    carried = make_policy("tiered")
+    rounds = 0
+    for trial in range(15):
+        snapshot = random_snapshot(rng, trial)
+        for _ in range(6):
+            plan = carried.schedule(snapshot)
+            fresh = make_policy("tiered").schedule(snapshot)
+            assert plan == fresh, f"trial {trial} at t={snapshot.now}: the carried state decided"
+            rounds += 1
+            snapshot = progressed(snapshot, rng, rng.choice([10.0, 600.0, 10_000.0]))
+    assert rounds == 90
+
+
+def test_an_entry_updated_to_a_new_view_equals_a_new_entry() -> None:
+    rng = random.Random(3)
+    args = (DEFAULT_LAS_THRESHOLDS, NOW - 3600.0, NOW, {"standard": 0.2}, 600.0, 0.5, True, 3)
+    for trial in range(30):
+        before = random_snapshot(rng, trial)
+        after = progressed(before, rng, rng.choice([60.0, 50_000.0]))
+        for old, new in zip(before.jobs, after.jobs, strict=False):
+            if old.spec is not new.spec:
+                continue
+            entry = Entry(old, old.placement.size, *args)
+            entry.target, entry.fixed, entry.reason = 3, True, "decided in the last round"
+            entry.update(new, new.placement.size, *args)
+            made = Entry(new, new.placement.size, *args)
+            for name in _FIELDS:
+                assert getattr(entry, name) == getattr(made, name), (new.id, name)
+
+
+def test_reasons_read_after_the_next_round_describe_their_own_round() -> None:
+    # A waiting job's reason is formatted when read. Its entry moves on with the next
+    # round (here its attained service crosses the first LAS threshold): the old plan
+    # must still say what was true when it was made.
+    policy = make_policy("tiered")
+    job = spec("w", world=16)  # never fits on one 8-device node
+    first = snap([waiting(job, attained=10.0)])
+    plan = policy.schedule(first)
+    later = snap([waiting(job, attained=DEFAULT_LAS_THRESHOLDS[0] + 1.0)], now=NOW + 60.0)
+    next_plan = policy.schedule(later)
+    assert "service level 0" in plan.reasons["w"]
+    assert "service level 1" in next_plan.reasons["w"]
