@@ -99,7 +99,7 @@ def test_reasons_read_after_the_next_round_describe_their_own_round() -> None:
     # round (here its attained service crosses the first LAS threshold): the old plan
     # must still say what was true when it was made.
     policy = make_policy("tiered")
-    job = spec("w", world=16)  # never fits on one 8-device node
+    job = spec("w", world=16, min_devices=16)  # never fits on one 8-device node
     first = snap([waiting(job, attained=10.0)])
     plan = policy.schedule(first)
     later = snap([waiting(job, attained=DEFAULT_LAS_THRESHOLDS[0] + 1.0)], now=NOW + 60.0)

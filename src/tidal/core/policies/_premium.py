@@ -133,9 +133,10 @@ class Premium:
         self.claimed = 0  # devices being released that premium jobs wait for
         self.now = now
         self.config = config
-        self._occ: dict[int, list[Entry]] | None = None
+        self._occ: list[list[Entry] | None] | None = None
+        self._occupied: list[int] = []  # nodes with running non-premium jobs
         self._pairs: dict[int, list[tuple[Entry, int]]] = {}
-        self._basic: dict[int, int] = {}
+        self._basic: list[int] = []
         self._losses: dict[str, float] = {}
         self._candidates: list[int] | None = None
         self._by_cost: dict[Tier, list[Entry]] = {}
@@ -149,27 +150,33 @@ class Premium:
     def total_free(self) -> int:
         return self.pool.total_free(self.device_type)
 
-    def occupants(self) -> dict[int, list[Entry]]:
-        """Node index -> the running non-premium jobs there (once per placement part)."""
+    def occupants(self) -> list[list[Entry] | None]:
+        """Node index -> the running non-premium jobs there (once per placement part), or
+        None where there are none."""
         if self._occ is None:
             index = self.fx.index
-            occ: dict[int, list[Entry]] = {}
-            basic = self._basic = {}  # node -> devices basic jobs hold there
-            # One pass over the running jobs (tens of thousands on large fleets), storing
-            # only the entries: the (job, devices) pairs are made for the few nodes weighed.
-            # The per-node basic counts ride along for ``candidates``.
+            nodes = len(self.fx.names)
+            # Lists by node index, not dicts: no hashing or boxing of node numbers in a pass
+            # over every running job (tens of thousands on large fleets).
+            occ: list[list[Entry] | None] = [None] * nodes
+            basic = self._basic = [0] * nodes  # node -> devices basic jobs hold there
+            occupied = self._occupied = []
+            # One pass over the running jobs, storing only the entries: the (job, devices)
+            # pairs are made for the few nodes weighed. The per-node basic counts ride
+            # along for ``candidates``.
             for e in self.others:
                 if e.held:
                     is_basic = e.tier is _BASIC
                     for node, count in e.view.placement.parts:
                         i = index[node]
-                        jobs = occ.get(i)
+                        jobs = occ[i]
                         if jobs is None:
                             occ[i] = [e]
+                            occupied.append(i)
                         else:
                             jobs.append(e)
                         if is_basic:
-                            basic[i] = basic.get(i, 0) + count
+                            basic[i] += count
             self._occ = occ
         return self._occ
 
@@ -181,7 +188,7 @@ class Premium:
             name = self.fx.names[node]
             jobs = []
             seen: dict[str, int] = {}  # multi-node jobs: parts of this node used so far
-            for e in self.occupants()[node]:
+            for e in self.occupants()[node] or ():
                 parts = e.view.placement.parts
                 if len(parts) == 1:
                     jobs.append((e, parts[0][1]))
@@ -292,7 +299,7 @@ class Premium:
         basic jobs); a premium job weighs at most ``NODES_TO_WEIGH`` of them."""
         if self._candidates is None:
             free = self.free_now()
-            occ = self.occupants()
+            self.occupants()
             basic = self._basic
             # Sorting by (-score, -free, node), with score = free + basic held, as a bucket
             # sort: the bucket key orders (score, free) since free <= node_cap, there are
@@ -300,9 +307,9 @@ class Premium:
             # sorted by node.
             width = self.node_cap + 1
             buckets: dict[int, list[int]] = {}
-            for i in sorted(occ):
+            for i in sorted(self._occupied):
                 f = free[i]
-                key = (f + basic.get(i, 0)) * width + f
+                key = (f + basic[i]) * width + f
                 bucket = buckets.get(key)
                 if bucket is None:
                     buckets[key] = [i]
