@@ -28,6 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tidal._build import compiled_modules
 from tidal.core import (
     ClusterSnapshot,
     Fleet,
@@ -37,7 +38,6 @@ from tidal.core import (
     Tier,
     make_policy,
 )
-from tidal._build import compiled_modules
 from tidal.core.packing import FreePool
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)
