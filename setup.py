@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -21,8 +22,13 @@ MODULES = runpy.run_path(str(ROOT / "src" / "tidal" / "_build.py"))["COMPILED"]
 COMPILED = ["src/" + m.replace(".", "/") + ".py" for m in MODULES]
 
 
+# Commands that build the package; pip also runs this file to read metadata (egg_info,
+# dist_info), where compiling would only repeat mypy's minute of type checking.
+BUILDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
+
+
 def ext_modules() -> list[object]:
-    if os.environ.get("TIDAL_COMPILE", "1") == "0":
+    if os.environ.get("TIDAL_COMPILE", "1") == "0" or not BUILDS & set(sys.argv[1:]):
         return []
     from mypyc.build import mypycify
 
