@@ -10,9 +10,12 @@ BIN := $(VENV)/bin
 .PHONY: setup demo test lint bench clean
 
 # The scheduler's hot modules are compiled with mypyc when installed (setup.py, a few
-# minutes), so an edit to tidal.core or tidal.sim rebuilds. TIDAL_COMPILE=0 installs pure
+# minutes), so an edit to a compiled module rebuilds. TIDAL_COMPILE=0 installs pure
 # Python (same decisions, about half the speed); stale extensions are removed first.
-HOT := $(shell find src/tidal/core src/tidal/sim -name '*.py') src/tidal/_build.py
+# Under make a failed compile is an error (a plain pip install falls back to pure Python).
+TIDAL_COMPILE ?= 1
+export TIDAL_COMPILE
+HOT := $(shell $(PYTHON) -c "import runpy; print(' '.join('src/' + m.replace('.', '/') + '.py' for m in runpy.run_path('src/tidal/_build.py')['COMPILED']))") src/tidal/_build.py
 
 $(BIN)/tidal: pyproject.toml setup.py $(HOT)
 	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)

@@ -5,6 +5,8 @@ Everything else about the package lives in ``pyproject.toml``. The modules liste
 each into a C extension that Python imports in place of the ``.py`` file, about twice as
 fast on a scheduling round (see docs/architecture.md, "Compiled hot path"). Set
 ``TIDAL_COMPILE=0`` to install pure Python: decisions are identical either way.
+``TIDAL_COMPILE=1`` (what ``make`` sets) makes a failed compile an error; unset, it
+falls back to pure Python with a warning.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 # One list of compiled modules, in the package (tidal._build reads it at run time too).
@@ -27,8 +30,36 @@ COMPILED = ["src/" + m.replace(".", "/") + ".py" for m in MODULES]
 BUILDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
 
 
+# TIDAL_COMPILE: "0" installs pure Python; "1" (what `make` sets) compiles or fails;
+# unset, a failed compile (no C compiler, no Python headers) installs pure Python with a
+# warning, so a plain `pip install` works everywhere.
+MODE = os.environ.get("TIDAL_COMPILE", "")
+
+
+class BuildOrFallBack(build_ext):
+    """Build every extension, or (unless compiling was required) none of them: the
+    compiled modules share one runtime library, so a partial build would not import."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # compiler errors come in many types
+            if MODE == "1":
+                raise
+            for path in self.get_outputs():
+                if os.path.exists(path):
+                    os.remove(path)
+            self.extensions = []
+            print(
+                f"WARNING: compiling Tidal's hot path failed ({exc}); installing pure Python "
+                "(same decisions, about half the speed). Install a C compiler and the Python "
+                "headers, or set TIDAL_COMPILE=0 to skip compiling.",
+                file=sys.stderr,
+            )
+
+
 def ext_modules() -> list[object]:
-    if os.environ.get("TIDAL_COMPILE", "1") == "0" or not BUILDS & set(sys.argv[1:]):
+    if MODE == "0" or not BUILDS & set(sys.argv[1:]):
         return []
     from mypyc.build import mypycify
 
@@ -40,4 +71,4 @@ def ext_modules() -> list[object]:
     return list(mypycify(options + COMPILED, opt_level=opt_level))
 
 
-setup(ext_modules=ext_modules())
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": BuildOrFallBack})

@@ -54,3 +54,15 @@ def test_the_warning_can_be_silenced(package: Path, monkeypatch: pytest.MonkeyPa
 def test_the_installed_build_is_not_stale() -> None:
     # What the suite runs is what the sources say (make rebuilds after an edit).
     assert _build.stale_modules() == []
+
+
+def test_version_says_how_tidal_was_built() -> None:
+    from typer.testing import CliRunner
+
+    from tidal import __version__
+    from tidal.cli import app
+
+    result = CliRunner().invoke(app, ["version"])
+    assert result.exit_code == 0
+    expected = "compiled" if _build.compiled_modules() else "pure Python"
+    assert result.output.strip() == f"{__version__} ({expected})"

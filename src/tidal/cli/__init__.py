@@ -25,10 +25,18 @@ run_cmd.register(app)
 
 @app.command()
 def version() -> None:
-    """Print Tidal's version."""
+    """Print Tidal's version, and whether its scheduling hot path runs compiled."""
     from tidal import __version__
+    from tidal._build import COMPILED, compiled_modules
 
-    typer.echo(__version__)
+    done = len(compiled_modules())
+    if done == len(COMPILED):
+        build = "compiled"
+    elif not done:
+        build = "pure Python"
+    else:
+        build = f"partly compiled: {done} of {len(COMPILED)} modules"
+    typer.echo(f"{__version__} ({build})")
 
 
 def main() -> None:
