@@ -13,6 +13,7 @@ from tidal.core.policies._tiered_alloc import DEFAULT_LAS_THRESHOLDS, Entry
 
 # Every field of an entry but ``seen`` (the policy's own bookkeeping of rounds).
 _FIELDS = (
+    "base_rank",
     "critical",
     "fixed",
     "held",

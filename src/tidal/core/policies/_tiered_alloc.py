@@ -23,6 +23,8 @@ _STANDARD_RANK = Tier.STANDARD.rank
 _BASIC_RANK = Tier.BASIC.rank
 
 
+_NO_KEY: tuple[int, int, int, float, str] = (-1, -1, -1, 0.0, "")  # before the first key
+
 DEFAULT_MIN_HOLD = 3600.0
 DEFAULT_LAS_THRESHOLDS = (7200.0, 28800.0, 115200.0)
 DEFAULT_GROW_MIN_REMAINING = 600.0
@@ -72,6 +74,7 @@ class Entry:
     """
 
     __slots__ = (
+        "base_rank",
         "critical",
         "fixed",
         "held",
@@ -116,6 +119,8 @@ class Entry:
         self.tenant = spec.tenant
         self.world = spec.world
         self.seen = 0  # the last round that saw it (``TieredPolicy``'s bookkeeping)
+        self.base_rank = _RANKS[spec.tier._value_]  # once: an Enum's value is a dict lookup
+        self.key = _NO_KEY
         self.update(
             view,
             held,
@@ -161,7 +166,7 @@ class Entry:
             # Within the lowest level, by declared work left: one sub-level per doubling.
             level += max(0, int(remaining / thresholds[-1]).bit_length() - 1)
         self.level = level
-        self.rank = rank = _RANKS[tier._value_]
+        self.rank = rank = self.base_rank
         # Within a level: running standard jobs, running basic jobs in the lane, waiting
         # standard jobs, waiting basic jobs in the lane; then first come first served.
         after = 0 if held else 2
@@ -169,7 +174,9 @@ class Entry:
             # A young basic job queues with standard ones, behind those of its level.
             rank = self.rank = _STANDARD_RANK
             after += 1
-        self.key = (rank, level, after, spec.submit_time, self.id)
+        key = self.key
+        if key[0] != rank or key[1] != level or key[2] != after:  # else: the same key
+            self.key = (rank, level, after, spec.submit_time, self.id)
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
             (floors and self.lowest) or (yield_share and tier is _STANDARD and not held)
