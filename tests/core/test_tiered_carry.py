@@ -9,7 +9,12 @@ from dataclasses import replace
 from tests.core.helpers import NOW, snap, spec, waiting
 from tests.core.test_tiered import random_snapshot
 from tidal.core import ClusterSnapshot, JobState, make_policy
-from tidal.core.policies._tiered_alloc import DEFAULT_LAS_THRESHOLDS, Entry
+from tidal.core.policies._tiered_alloc import (
+    DEFAULT_LAS_THRESHOLDS,
+    Basis,
+    Entry,
+    TieredConfig,
+)
 
 # Every field of an entry but ``seen`` (the policy's own bookkeeping of rounds).
 _FIELDS = (
@@ -80,17 +85,19 @@ def test_a_policy_with_a_past_decides_as_a_fresh_one() -> None:
 
 def test_an_entry_updated_to_a_new_view_equals_a_new_entry() -> None:
     rng = random.Random(3)
-    args = (DEFAULT_LAS_THRESHOLDS, NOW - 3600.0, NOW, {"standard": 0.2}, 600.0, 0.5, True, 3)
+    # Share floors and yielding on, so that keys depend on the time too.
+    config = TieredConfig(standard_floor=0.2, floor_grace=600.0, standard_yield=0.5)
+    basis = Basis(config, NOW)
     for trial in range(30):
         before = random_snapshot(rng, trial)
         after = progressed(before, rng, rng.choice([60.0, 50_000.0]))
         for old, new in zip(before.jobs, after.jobs, strict=False):
             if old.spec is not new.spec:
                 continue
-            entry = Entry(old, old.placement.size, *args)
+            entry = Entry(old, old.placement.size, basis)
             entry.target, entry.fixed, entry.reason = 3, True, "decided in the last round"
-            entry.update(new, new.placement.size, *args)
-            made = Entry(new, new.placement.size, *args)
+            entry.update(new, new.placement.size, basis)
+            made = Entry(new, new.placement.size, basis)
             for name in _FIELDS:
                 assert getattr(entry, name) == getattr(made, name), (new.id, name)
 

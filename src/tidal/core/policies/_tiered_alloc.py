@@ -7,7 +7,7 @@ placements. See :class:`tidal.core.policies.tiered.TieredPolicy` for the rules.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -61,6 +61,34 @@ class TieredConfig:
     migrate: bool = True
 
 
+class Basis:
+    """What an entry derives from besides its job's view: the configuration and the clock
+    of one round (made once per round)."""
+
+    __slots__ = (
+        "basic_lane",
+        "by_remaining",
+        "floors",
+        "grace",
+        "hold_since",
+        "now",
+        "thresholds",
+        "yield_share",
+    )
+
+    def __init__(self, config: TieredConfig, now: float) -> None:
+        self.now = now
+        self.hold_since = now - config.min_hold  # placed after this: inside its hold
+        self.thresholds: tuple[float, ...] = config.las_thresholds
+        self.floors: dict[str, float] | None = None
+        if config.standard_floor or config.basic_floor:
+            self.floors = {"standard": config.standard_floor, "basic": config.basic_floor}
+        self.grace = config.floor_grace
+        self.yield_share = config.standard_yield
+        self.by_remaining = config.lowest_by_remaining
+        self.basic_lane = config.basic_lane
+
+
 class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
@@ -99,19 +127,7 @@ class Entry:
         "world",
     )
 
-    def __init__(
-        self,
-        view: JobView,
-        held: int,
-        thresholds: Sequence[float],
-        hold_since: float,
-        now: float = 0.0,
-        floors: Mapping[str, float] | None = None,
-        grace: float = 0.0,
-        yield_share: float = 0.0,
-        by_remaining: bool = False,
-        basic_lane: int = 0,
-    ) -> None:
+    def __init__(self, view: JobView, held: int, basis: Basis) -> None:
         spec = view.spec
         self.spec: JobSpec = spec
         self.id = spec.id
@@ -121,32 +137,9 @@ class Entry:
         self.seen = 0  # the last round that saw it (``TieredPolicy``'s bookkeeping)
         self.base_rank = _RANKS[spec.tier._value_]  # once: an Enum's value is a dict lookup
         self.key = _NO_KEY
-        self.update(
-            view,
-            held,
-            thresholds,
-            hold_since,
-            now,
-            floors,
-            grace,
-            yield_share,
-            by_remaining,
-            basic_lane,
-        )
+        self.update(view, held, basis)
 
-    def update(
-        self,
-        view: JobView,
-        held: int,
-        thresholds: Sequence[float],
-        hold_since: float,
-        now: float = 0.0,
-        floors: Mapping[str, float] | None = None,
-        grace: float = 0.0,
-        yield_share: float = 0.0,
-        by_remaining: bool = False,
-        basic_lane: int = 0,
-    ) -> None:
+    def update(self, view: JobView, held: int, basis: Basis) -> None:
         """Derive everything from ``view``, a view of the same job (the same spec): an
         entry follows its job from round to round, as its progress and state change."""
         spec = self.spec
@@ -157,12 +150,13 @@ class Entry:
         # Time it still needs at full size: the earliest it can finish is now + left.
         remaining = view.remaining
         self.left = remaining / world
-        self.renew(hold_since)
+        self.renew(basis.hold_since)
+        thresholds = basis.thresholds
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
         self.las = level = bisect_right(thresholds, view.attained)
         self.lowest = level == len(thresholds)  # where share floors may apply
-        if by_remaining and self.lowest and thresholds:
+        if basis.by_remaining and self.lowest and thresholds:
             # Within the lowest level, by declared work left: one sub-level per doubling.
             level += max(0, int(remaining / thresholds[-1]).bit_length() - 1)
         self.level = level
@@ -170,7 +164,7 @@ class Entry:
         # Within a level: running standard jobs, running basic jobs in the lane, waiting
         # standard jobs, waiting basic jobs in the lane; then first come first served.
         after = 0 if held else 2
-        if rank == _BASIC_RANK and self.las < basic_lane:
+        if rank == _BASIC_RANK and self.las < basis.basic_lane:
             # A young basic job queues with standard ones, behind those of its level.
             rank = self.rank = _STANDARD_RANK
             after += 1
@@ -179,14 +173,12 @@ class Entry:
             self.key = (rank, level, after, spec.submit_time, self.id)
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
-            (floors and self.lowest) or (yield_share and tier is _STANDARD and not held)
+            (basis.floors and self.lowest) or (basis.yield_share and tier is _STANDARD and not held)
         )
         if self.timed:
-            self.retime(now, floors, grace, yield_share)
+            self.retime(basis)
 
-    def retime(
-        self, now: float, floors: Mapping[str, float] | None, grace: float, yield_share: float
-    ) -> None:
+    def retime(self, basis: Basis) -> None:
         """The parts of the key that depend on the job's share of the device-time it asked
         for, ``attained / (W × age)``, once it is older than ``grace``:
 
@@ -198,7 +190,10 @@ class Entry:
           work leaves; it still takes devices from basic jobs once it has lost that slack.
         """
         spec = self.spec
-        age = now - spec.submit_time
+        floors = basis.floors
+        grace = basis.grace
+        yield_share = basis.yield_share
+        age = basis.now - spec.submit_time
         asked = spec.world * age
         attained = self.view.attained
         rank, level, after, submit, job_id = self.key

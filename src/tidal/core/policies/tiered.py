@@ -23,6 +23,7 @@ from tidal.core.policies._tiered_alloc import (
     DEFAULT_MIN_HOLD,
     DEFAULT_SLACK_MARGIN,
     GIB,
+    Basis,
     Entry,
     TieredConfig,
     allocate_others,
@@ -261,15 +262,8 @@ class TieredPolicy:
         capacity = fx.capacity
         index = fx.index
         now = snapshot.now
-        hold_since = now - config.min_hold
-        thresholds = config.las_thresholds
-        floors: dict[str, float] | None = None
-        if config.standard_floor or config.basic_floor:
-            floors = {"standard": config.standard_floor, "basic": config.basic_floor}
-        grace = config.floor_grace
-        yield_share = config.standard_yield
-        by_remaining = config.lowest_by_remaining
-        lane = config.basic_lane
+        basis = Basis(config, now)
+        hold_since = basis.hold_since
         # One pass over the jobs (tens of thousands on large fleets): classify them, build
         # the round's entries, and count the devices free now on each node (capacity less
         # what stopping and running jobs hold), so no later step walks every job for it.
@@ -309,33 +303,11 @@ class TieredPolicy:
             if e is not None and e.view is view:  # unchanged since the last round
                 e.renew(hold_since)
                 if e.timed:
-                    e.retime(now, floors, grace, yield_share)
+                    e.retime(basis)
             elif e is not None and e.spec is spec:  # the same job, progressed or moved
-                e.update(
-                    view,
-                    held,
-                    thresholds,
-                    hold_since,
-                    now,
-                    floors,
-                    grace,
-                    yield_share,
-                    by_remaining,
-                    lane,
-                )
+                e.update(view, held, basis)
             else:
-                e = Entry(
-                    view,
-                    held,
-                    thresholds,
-                    hold_since,
-                    now,
-                    floors,
-                    grace,
-                    yield_share,
-                    by_remaining,
-                    lane,
-                )
+                e = Entry(view, held, basis)
             entries[job_id] = e
             e.seen = stamp
             group = groups.get(spec.device_type)
