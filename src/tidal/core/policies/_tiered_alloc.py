@@ -92,8 +92,8 @@ class Basis:
 class Entry:
     """One job's bookkeeping during a round (mutable, private to ``tiered``).
 
-    What derives from the job's spec (``spec``, ``id``, ``tier``, ``tenant``, ``world``)
-    never changes; what derives from its view (``view``, ``held``, ``left``, ``las``,
+    What derives from the job's spec (``spec``, ``id``, ``tier``, ``tenant``, ``world``,
+    ``base_rank``) never changes; what derives from its view (``view``, ``held``, ``left``, ``las``,
     ``level``, ``rank``, ``timed``, and ``key`` where it does not depend on the time, see
     :meth:`retime`) changes with :meth:`update` when the job has a new view; and
     :meth:`renew` resets the rest, the round's decisions. So one entry follows its job
