@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import MappingProxyType
+
 import pytest
 
 from tests.core.helpers import running, snap, spec, waiting
 from tidal._build import compiled_modules
 from tidal.core import (
     EMPTY,
+    ClusterSnapshot,
     Fleet,
     JobSpec,
     JobState,
@@ -194,6 +198,46 @@ def test_validate_rejects_bad_plans() -> None:
     stopping = running(spec("s", world=2), {"n0": 2}, state=JobState.STOPPING)
     with pytest.raises(PlanError, match="overcommitted"):
         Plan({"a": Placement.of({"n0": 4})}).validate(snap([waiting(a), stopping], 2, 4))
+
+
+def test_snapshot_refuses_a_job_twice_and_a_by_id_that_does_not_match() -> None:
+    a, b = waiting(spec("a")), waiting(spec("b"))
+    fleet = Fleet.uniform(1, 8)
+    with pytest.raises(PlanError, match="job 'a' appears twice in the snapshot"):
+        ClusterSnapshot(0.0, fleet, (a, b, a))
+    with pytest.raises(PlanError, match="by_id names 1 jobs, the snapshot has 2"):
+        ClusterSnapshot(0.0, fleet, (a, b), by_id={"a": a})
+    given = {"a": a, "b": b}
+    s = ClusterSnapshot(0.0, fleet, (a, b), by_id=given)
+    assert s.job("b") is b and "a" in s and "c" not in s
+    assert s == ClusterSnapshot(0.0, fleet, (a, b))  # by_id is not part of the value
+
+
+def test_values_are_values() -> None:
+    # Hand-written __init__s keep what frozen dataclasses gave: equality, hashing, repr,
+    # dataclasses.replace; compiled, fields cannot be assigned.
+    view = running(spec("a", world=4), {"n0": 4})
+    again = running(spec("a", world=4), {"n0": 4})
+    assert view == again and hash(view) == hash(again)
+    moved = replace(view, work_done=5.0)
+    assert moved.work_done == 5.0 and moved.placement is view.placement and moved != view
+    assert repr(Placement.of({"n1": 2})) == "Placement(parts=(('n1', 2),))"
+    assert Placement.of({"n1": 2, "n0": 1}).size == 3
+    assert hash(Stop("a", EMPTY)) == hash(Stop("a", EMPTY))
+    if "tidal.core.snapshot" in compiled_modules():
+        with pytest.raises(AttributeError, match="not writable"):
+            view.work_done = 1.0  # type: ignore[misc]
+
+
+def test_plan_shows_its_placements_read_only_and_looks_them_up() -> None:
+    given = {"a": Placement.of({"n0": 2})}
+    plan = Plan(given)
+    assert plan.target("a") is given["a"] and plan.target("b") is EMPTY
+    with pytest.raises(TypeError):
+        plan.placements["b"] = EMPTY  # type: ignore[index]
+    # Any Mapping will do; a plan equals one made from the same placements.
+    assert Plan(MappingProxyType(given)) == plan
+    assert Plan(MappingProxyType(given)).target("a") is given["a"]
 
 
 def test_diff_orders_frees_before_takes() -> None:

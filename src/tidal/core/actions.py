@@ -3,48 +3,77 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from tidal.core.placement import Placement
 
+# Actions are immutable dataclasses with a hand-written ``__init__``, not frozen ones:
+# compiled, they are built natively (see "Value types" in docs/architecture.md).
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Start:
     """Start (or resume from its last checkpoint) a job that holds no devices."""
 
-    job_id: str
-    placement: Placement
-    reason: str = ""
+    job_id: Final[str]
+    placement: Final[Placement]
+    reason: Final[str]
+
+    def __init__(self, job_id: str, placement: Placement, reason: str = "") -> None:
+        self.job_id = job_id
+        self.placement = placement
+        self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Stop:
     """Release a job's devices. With ``checkpoint`` it stops at a consistent cut and keeps
     its progress; without, it is killed and restarts from scratch (baselines only)."""
 
-    job_id: str
-    placement: Placement
-    checkpoint: bool = True
-    reason: str = ""
+    job_id: Final[str]
+    placement: Final[Placement]
+    checkpoint: Final[bool]
+    reason: Final[str]
+
+    def __init__(
+        self, job_id: str, placement: Placement, checkpoint: bool = True, reason: str = ""
+    ) -> None:
+        self.job_id = job_id
+        self.placement = placement
+        self.checkpoint = checkpoint
+        self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Resize:
     """Change a running job's device count (its node set may change too)."""
 
-    job_id: str
-    old: Placement
-    new: Placement
-    reason: str = ""
+    job_id: Final[str]
+    old: Final[Placement]
+    new: Final[Placement]
+    reason: Final[str]
+
+    def __init__(self, job_id: str, old: Placement, new: Placement, reason: str = "") -> None:
+        self.job_id = job_id
+        self.old = old
+        self.new = new
+        self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Migrate:
     """Move a running job to other nodes, keeping its device count."""
 
-    job_id: str
-    old: Placement
-    new: Placement
-    reason: str = ""
+    job_id: Final[str]
+    old: Final[Placement]
+    new: Final[Placement]
+    reason: Final[str]
+
+    def __init__(self, job_id: str, old: Placement, new: Placement, reason: str = "") -> None:
+        self.job_id = job_id
+        self.old = old
+        self.new = new
+        self.reason = reason
 
 
 Action = Start | Stop | Resize | Migrate

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from tidal.core.errors import SpecError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Placement:
-    """Devices held on each node, as ``(node name, count)`` pairs sorted by node name.
+    """Devices held on each node, as ``(node name, count)`` pairs sorted by node name
+    (immutable).
 
     Tidal schedules device *counts* per node; the node-local executor picks the device
     indices. Build one with :meth:`of`; the empty placement is :data:`EMPTY`.
     """
 
-    parts: tuple[tuple[str, int], ...] = ()
-    _size: int = field(init=False, repr=False, compare=False, default=0)
+    parts: Final[tuple[tuple[str, int], ...]]
+    _size: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __init__(self, parts: tuple[tuple[str, int], ...] = ()) -> None:
+        self.parts = parts
         # Cached: sizes are read on every scheduling decision and every diff. Most
         # placements are on one node: skip the generator for those.
-        parts = self.parts
-        size = parts[0][1] if len(parts) == 1 else sum(c for _, c in parts)
-        object.__setattr__(self, "_size", size)
+        self._size = parts[0][1] if len(parts) == 1 else sum(c for _, c in parts)
 
     @classmethod
     def of(cls, counts: Mapping[str, int] | Iterable[tuple[str, int]]) -> Placement:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from tidal.core.actions import Action, Migrate, Resize, Start, Stop, apply_order
 from tidal.core.errors import PlanError
@@ -16,9 +17,10 @@ _STARTABLE = (JobState.PENDING, JobState.PREEMPTED)  # a tuple: compared by iden
 _EMPTY_REASONS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Plan:
-    """Target placements (jobs not named get none) and reasons.
+    """Target placements (jobs not named get none) and reasons (immutable; a ``dict`` of
+    placements is taken over, not copied, and shown read-only: do not change it after).
 
     ``reasons`` holds a human-readable line for every job that gets less than it asked
     for ("waiting: 6 of 8 devices free", "shrunk 8→4 for premium job j-17"). With
@@ -29,13 +31,34 @@ class Plan:
     instead of after the checkpoint is written.
     """
 
-    placements: Mapping[str, Placement]
-    reasons: Mapping[str, str] = field(default_factory=lambda: _EMPTY_REASONS)
-    checkpoint_on_stop: bool = True
-    kill: frozenset[str] = frozenset()
+    placements: Final[Mapping[str, Placement]]
+    reasons: Final[Mapping[str, str]]
+    checkpoint_on_stop: Final[bool]
+    kill: Final[frozenset[str]]
+    # What `target` and `diff` look jobs up in: a dict (compiled, a lookup in a mapping
+    # proxy or another Mapping is a generic method call, for every job in every round).
+    _table: dict[str, Placement] = field(init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        placements: Mapping[str, Placement],
+        reasons: Mapping[str, str] = _EMPTY_REASONS,
+        checkpoint_on_stop: bool = True,
+        kill: frozenset[str] = frozenset(),
+    ) -> None:
+        if isinstance(placements, dict):
+            # Not copied: the plan takes the dict over, and shows it read-only.
+            self._table = placements
+            placements = MappingProxyType(placements)
+        else:
+            self._table = dict(placements)
+        self.placements = placements
+        self.reasons = reasons
+        self.checkpoint_on_stop = checkpoint_on_stop
+        self.kill = kill
 
     def target(self, job_id: str) -> Placement:
-        return self.placements.get(job_id, EMPTY)
+        return self._table.get(job_id, EMPTY)
 
     def diff(self, snapshot: ClusterSnapshot) -> list[Action]:
         """The actions that move ``snapshot`` to this plan, in the order to apply them.
@@ -44,7 +67,7 @@ class Plan:
         holds devices and gets none is stopped.
         """
         actions: list[Action] = []
-        placements = self.placements
+        placements = self._table
         reasons = self.reasons
         kill = self.kill
         checkpoint_on_stop = self.checkpoint_on_stop

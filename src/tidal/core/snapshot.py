@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from tidal.core.errors import PlanError
 from tidal.core.fleet import Fleet
@@ -15,9 +16,10 @@ from tidal.core.states import JobState
 _NO_QUOTAS: Mapping[str, int] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class JobView:
-    """A live job as the scheduler sees it.
+    """A live job as the scheduler sees it (immutable: see "Value types" in
+    docs/architecture.md for why it is not a frozen dataclass).
 
     ``work_done`` is progress in device-seconds at W devices (``spec.work`` when done).
     ``attained`` is the device-time the job has held while running (its attained service,
@@ -25,14 +27,34 @@ class JobView:
     ``last_checkpoint_at`` when it last committed a checkpoint.
     """
 
-    spec: JobSpec
-    state: JobState = JobState.PENDING
-    placement: Placement = EMPTY
-    work_done: float = 0.0
-    attained: float = 0.0
-    placed_at: float | None = None
-    last_checkpoint_at: float | None = None
-    preemptions: int = 0
+    spec: Final[JobSpec]
+    state: Final[JobState]
+    placement: Final[Placement]
+    work_done: Final[float]
+    attained: Final[float]
+    placed_at: Final[float | None]
+    last_checkpoint_at: Final[float | None]
+    preemptions: Final[int]
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        state: JobState = JobState.PENDING,
+        placement: Placement = EMPTY,
+        work_done: float = 0.0,
+        attained: float = 0.0,
+        placed_at: float | None = None,
+        last_checkpoint_at: float | None = None,
+        preemptions: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.state = state
+        self.placement = placement
+        self.work_done = work_done
+        self.attained = attained
+        self.placed_at = placed_at
+        self.last_checkpoint_at = last_checkpoint_at
+        self.preemptions = preemptions
 
     @property
     def id(self) -> str:
@@ -58,31 +80,50 @@ class JobView:
         return self.state.holds_devices and bool(self.placement)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class ClusterSnapshot:
-    """The clock reading, the fleet, every live job, and tenant quotas.
+    """The clock reading, the fleet, every live job, and tenant quotas (immutable).
 
     ``quotas`` maps a tenant to the devices its non-basic jobs are guaranteed; tenants
     not named share what is left. A policy is a pure function of this value.
     """
 
-    now: float
-    fleet: Fleet
-    jobs: tuple[JobView, ...]
-    quotas: Mapping[str, int] = field(default_factory=lambda: _NO_QUOTAS)
-    round_id: int = 0
+    now: Final[float]
+    fleet: Final[Fleet]
+    jobs: Final[tuple[JobView, ...]]
+    quotas: Final[Mapping[str, int]]
+    round_id: Final[int]
     _by_id: dict[str, JobView] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        # One C-speed pass: a snapshot is built every scheduling round, for every live job.
-        by_id = {view.spec.id: view for view in self.jobs}
-        if len(by_id) != len(self.jobs):
+    def __init__(
+        self,
+        now: float,
+        fleet: Fleet,
+        jobs: tuple[JobView, ...],
+        quotas: Mapping[str, int] = _NO_QUOTAS,
+        round_id: int = 0,
+        *,
+        by_id: dict[str, JobView] | None = None,
+    ) -> None:
+        """``by_id``, if given, is ``jobs`` by id, which a caller that keeps its views in a
+        dict (the simulator) already has: taken over, not copied, and checked only for its
+        length."""
+        self.now = now
+        self.fleet = fleet
+        self.jobs = jobs
+        self.quotas = quotas
+        self.round_id = round_id
+        if by_id is None:
+            # One C-speed pass: a snapshot is built every round, for every live job.
+            by_id = {view.spec.id: view for view in jobs}
+        if len(by_id) != len(jobs):
             seen: set[str] = set()
-            for view in self.jobs:
+            for view in jobs:
                 if view.spec.id in seen:
                     raise PlanError(f"job {view.spec.id!r} appears twice in the snapshot")
                 seen.add(view.spec.id)
-        object.__setattr__(self, "_by_id", by_id)
+            raise PlanError(f"by_id names {len(by_id)} jobs, the snapshot has {len(jobs)}")
+        self._by_id = by_id
 
     def job(self, job_id: str) -> JobView:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from tidal.core.errors import TransitionError
 
@@ -54,15 +55,22 @@ _ALLOWED: dict[JobState, frozenset[JobState]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class StateChange:
-    """A recorded state change: the one event every transition produces."""
+    """A recorded state change: the one event every transition produces (immutable)."""
 
-    job_id: str
-    old: JobState
-    new: JobState
-    at: float
-    reason: str
+    job_id: Final[str]
+    old: Final[JobState]
+    new: Final[JobState]
+    at: Final[float]
+    reason: Final[str]
+
+    def __init__(self, job_id: str, old: JobState, new: JobState, at: float, reason: str) -> None:
+        self.job_id = job_id
+        self.old = old
+        self.new = new
+        self.at = at
+        self.reason = reason
 
 
 def transition(job_id: str, old: JobState, new: JobState, at: float, reason: str) -> StateChange:

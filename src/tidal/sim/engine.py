@@ -239,6 +239,7 @@ class Simulation:
             jobs=tuple(views.values()),
             quotas=self._quotas,
             round_id=self.rounds,
+            by_id=views.copy(),  # a clone of the table: cheaper than indexing the jobs again
         )
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0

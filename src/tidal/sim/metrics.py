@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Final
 
 from tidal.core import StateChange, Tier
 
@@ -27,21 +27,55 @@ PREMIUM_SLA = 0.95
 STANDARD_SLA = 0.70
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class JobResult:
-    id: str
-    tenant: str
-    tier: Tier
-    world: int
-    submit: float
-    first_start: float | None
-    finish: float | None
-    held_s: float
-    running_s: float
-    lost_s: float
-    preemptions: int
-    resizes: int
-    migrations: int
+    """One job's outcome (immutable; built natively when compiled, see "Value types" in
+    docs/architecture.md)."""
+
+    id: Final[str]
+    tenant: Final[str]
+    tier: Final[Tier]
+    world: Final[int]
+    submit: Final[float]
+    first_start: Final[float | None]
+    finish: Final[float | None]
+    held_s: Final[float]
+    running_s: Final[float]
+    lost_s: Final[float]
+    preemptions: Final[int]
+    resizes: Final[int]
+    migrations: Final[int]
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        tenant: str,
+        tier: Tier,
+        world: int,
+        submit: float,
+        first_start: float | None,
+        finish: float | None,
+        held_s: float,
+        running_s: float,
+        lost_s: float,
+        preemptions: int,
+        resizes: int,
+        migrations: int,
+    ) -> None:
+        self.id = id
+        self.tenant = tenant
+        self.tier = tier
+        self.world = world
+        self.submit = submit
+        self.first_start = first_start
+        self.finish = finish
+        self.held_s = held_s
+        self.running_s = running_s
+        self.lost_s = lost_s
+        self.preemptions = preemptions
+        self.resizes = resizes
+        self.migrations = migrations
 
     @property
     def completed(self) -> bool:

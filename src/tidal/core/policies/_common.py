@@ -161,7 +161,7 @@ class Round:
                     f"running on {size} of {view.spec.world} devices" if size else "waiting"
                 )
         return Plan(
-            MappingProxyType(self.placements),
+            self.placements,  # the plan shows it read-only
             MappingProxyType(own) if reasons is None else reasons,
             checkpoint_on_stop=checkpoint_on_stop,
             kill=kill,
