@@ -14,9 +14,12 @@ from tidal.core.policies._tiered_alloc import (
     Basis,
     Entry,
     TieredConfig,
+    sort_entries,
 )
 
-# Every field of an entry but ``seen`` (the policy's own bookkeeping of rounds).
+# Every field of an entry but the policy's own bookkeeping of rounds and of order;
+# `test_entry_fields_are_all_checked` keeps the list complete.
+_BOOKKEEPING = {"seen", "sorted_gen", "key_gen"}
 _FIELDS = (
     "base_rank",
     "critical",
@@ -100,6 +103,46 @@ def test_an_entry_updated_to_a_new_view_equals_a_new_entry() -> None:
             made = Entry(new, new.placement.size, basis)
             for name in _FIELDS:
                 assert getattr(entry, name) == getattr(made, name), (new.id, name)
+
+
+def test_entry_fields_are_all_checked() -> None:
+    # Compiled, a native class lists its attributes in `__mypyc_attrs__`, not `__slots__`.
+    attrs = getattr(Entry, "__mypyc_attrs__", None) or Entry.__slots__
+    assert set(_FIELDS) | _BOOKKEEPING == set(attrs)
+
+
+def test_sorting_from_the_last_order_equals_a_full_sort() -> None:
+    # Rounds of a queue where jobs arrive, leave, and change keys (new tuples, some equal
+    # in value to the old): each round's order must be exactly the sorted order, whether
+    # few entries moved (inserted one by one) or many (one sort), and the round's own list
+    # must keep its (snapshot) order.
+    rng = random.Random(11)
+    basis = Basis(TieredConfig(), NOW)
+    made = 0
+
+    def new_entry() -> Entry:
+        nonlocal made
+        made += 1
+        job = spec(f"j{made:04d}", rng.choice(["standard", "basic"]), rng.choice([1, 2, 4, 8]))
+        return Entry(waiting(job, attained=rng.uniform(0, 200_000.0)), 0, basis)
+
+    live = [new_entry() for _ in range(200)]
+    last: list[Entry] | None = None
+    for stamp in range(1, 120):
+        live = [e for e in live if rng.random() > 0.02]
+        live += [new_entry() for _ in range(rng.choice([0, 0, 1, 3, 60]))]
+        for e in rng.sample(live, rng.choice([0, 1, 5, len(live) // 2])):
+            rank, level, _, submit, job_id = e.key
+            e.set_key((rank, rng.choice([level, level + 1, 0]), rng.choice([0, 2]), submit, job_id))
+        rng.shuffle(live)  # snapshot order
+        for e in live:
+            e.seen = stamp
+        given = live[:]
+        ordered = sort_entries(live, last, stamp)
+        assert [e.id for e in ordered] == [e.id for e in sorted(live, key=lambda e: e.key)]
+        assert live == given and ordered is not live
+        assert all(e.seen == stamp for e in live)
+        last = ordered[:] if stamp % 17 else None  # now and then: no order carried
 
 
 def test_reasons_read_after_the_next_round_describe_their_own_round() -> None:

@@ -6,7 +6,7 @@ placements. See :class:`tidal.core.policies.tiered.TieredPolicy` for the rules.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -109,6 +109,7 @@ class Entry:
         "hint",
         "id",
         "key",
+        "key_gen",
         "kill",
         "las",
         "left",
@@ -118,6 +119,7 @@ class Entry:
         "rank",
         "reason",
         "seen",
+        "sorted_gen",
         "spec",
         "target",
         "tenant",
@@ -137,6 +139,8 @@ class Entry:
         self.seen = 0  # the last round that saw it (``TieredPolicy``'s bookkeeping)
         self.base_rank = _RANKS[spec.tier._value_]  # once: an Enum's value is a dict lookup
         self.key = _NO_KEY
+        self.key_gen = 0  # counts changes of `key`: see `set_key`
+        self.sorted_gen = -1  # `key_gen` when last sorted (see `sort_entries`)
         self.update(view, held, basis)
 
     def update(self, view: JobView, held: int, basis: Basis) -> None:
@@ -170,7 +174,7 @@ class Entry:
             after += 1
         key = self.key
         if key[0] != rank or key[1] != level or key[2] != after:  # else: the same key
-            self.key = (rank, level, after, spec.submit_time, self.id)
+            self.set_key((rank, level, after, spec.submit_time, self.id))
         # Whether the key depends on the time (see :meth:`retime`).
         self.timed = bool(
             (basis.floors and self.lowest) or (basis.yield_share and tier is _STANDARD and not held)
@@ -206,7 +210,14 @@ class Entry:
         if yield_share and waiting_standard and age > grace and attained >= yield_share * asked:
             new_rank = _BASIC_RANK  # slack against its SLA: queues with basic jobs
         if (new_rank, new_level) != (rank, level):
-            self.key = (new_rank, new_level, after, submit, job_id)
+            self.set_key((new_rank, new_level, after, submit, job_id))
+
+    def set_key(self, key: tuple[int, int, int, float, str]) -> None:
+        """Change the priority key. ``key_gen`` tells :func:`sort_entries` that it moved (a
+        counter, not the tuple's identity: compiled, a fixed-length tuple is stored
+        unboxed, and each read makes a new tuple object)."""
+        self.key = key
+        self.key_gen += 1
 
     def renew(self, hold_since: float) -> None:
         """Start a round: nothing decided yet."""
@@ -268,9 +279,9 @@ def allocate_others(
 ) -> int:
     """Give the ``room`` devices premium work leaves to standard and basic jobs; returns
     the devices left over. Fixed entries (premium victims) keep their reduced targets.
-    Sorts ``others`` into priority order."""
+    ``others`` comes in priority order (:func:`sort_entries`); jobs on the critical path
+    are moved to its front."""
     free = room
-    others.sort(key=_KEY)
     critical = _critical(others, room, config) if config.critical_margin is not None else []
     if critical:  # they go first, in placement as in allocation
         others[:] = critical + [e for e in others if not e.critical]
@@ -312,7 +323,7 @@ def allocate_others(
         if e.pinned:
             size = e.held
         else:
-            size = _fit(e.spec.sizes, min(e.world, free))
+            size = _fit(e.spec.sizes, _min(e.world, free))
             e.target = size
             free -= size
         if size and e.tier is _STANDARD:
@@ -328,7 +339,7 @@ def allocate_others(
         sizes = e.spec.sizes
         if left < sizes[0]:
             continue
-        size = _fit(sizes, min(e.held or e.world, left, free))
+        size = _fit(sizes, _min(_min(e.held or e.world, left), free))
         if size:
             e.target = size
             used[e.tenant] = used.get(e.tenant, 0) + size
@@ -346,7 +357,7 @@ def allocate_others(
             sizes = e.spec.sizes
             if sizes[0] > have + free:
                 continue  # cannot start on what is left (a cheap test: queues may be long)
-            size = _fit(sizes, min(held or e.world, have + free))
+            size = _fit(sizes, _min(held or e.world, have + free))
             if size > have:
                 free -= size - have
                 e.target = size
@@ -359,7 +370,7 @@ def allocate_others(
             have = e.target
             if have < e.held or have >= e.world:
                 continue
-            size = _fit(e.spec.sizes, min(_wanted(e, config), have + free))
+            size = _fit(e.spec.sizes, _min(_wanted(e, config), have + free))
             if size > have:
                 free -= size - have
                 e.target = size
@@ -406,6 +417,11 @@ def _by_left(e: Entry) -> tuple[float, tuple[object, ...]]:
     return (-e.left, e.key)
 
 
+def _min(a: int, b: int) -> int:
+    """``min`` of two ints (compiled, the builtin is a generic call)."""
+    return a if a <= b else b
+
+
 def _fit(sizes: tuple[int, ...], devices: int) -> int:
     """``JobSpec.fit_size`` on the spec's ``sizes`` (ascending): the largest not above
     ``devices``, 0 if none; a C-speed search, as this runs for every job every round."""
@@ -415,6 +431,46 @@ def _fit(sizes: tuple[int, ...], devices: int) -> int:
 
 # Priority order (``Entry.key``); an attrgetter runs in C when sorting many entries.
 _KEY = attrgetter("key")
+
+
+def sort_entries(others: list[Entry], last: list[Entry] | None, stamp: int) -> list[Entry]:
+    """A new list of ``others`` (this round's entries, each marked with ``stamp`` in
+    ``Entry.seen``; left as they are) in priority order, given ``last``, the same device type's entries in the order this
+    function returned them last round.
+
+    The key is a total order (it ends with the job id), so the result is the sorted list
+    whatever the start; only the work differs. Entries of ``last`` that are still here
+    with the key they were sorted under (:meth:`Entry.set_key` counts changes) are still
+    in order among themselves; only the rest (new jobs,
+    and those whose level or state changed: a few per round) are sorted and inserted by
+    binary search, instead of comparing every neighbouring pair of a long queue.
+    """
+    if not last:
+        ordered = sorted(others, key=_KEY)  # a new list: ``others`` keeps snapshot order
+        for e in ordered:
+            e.sorted_gen = e.key_gen
+        return ordered
+    kept: list[Entry] = []
+    for e in last:
+        if e.seen == stamp and e.key_gen == e.sorted_gen:
+            kept.append(e)
+            e.seen = -stamp  # in `kept`: not to be inserted again
+    if len(kept) == len(others):
+        for e in kept:
+            e.seen = stamp
+        return kept
+    moved = [e for e in others if e.seen == stamp]
+    for e in kept:
+        e.seen = stamp
+    if 8 * len(moved) > len(kept):  # many moved: one sort of the lot is cheaper
+        kept.extend(moved)
+        kept.sort(key=_KEY)
+    else:
+        for e in moved:
+            insort(kept, e, key=_KEY)
+    for e in moved:
+        e.sorted_gen = e.key_gen
+    return kept
 
 
 def _wanted(e: Entry, config: TieredConfig) -> int:

@@ -27,6 +27,7 @@ from tidal.core.policies._tiered_alloc import (
     Entry,
     TieredConfig,
     allocate_others,
+    sort_entries,
 )
 from tidal.core.policies._tiered_place import realize
 from tidal.core.snapshot import ClusterSnapshot, JobView
@@ -67,23 +68,6 @@ class _Carry:
         self.entries: dict[str, Entry] = entries if entries is not None else {}
         self.orders: dict[str, list[Entry]] = orders if orders is not None else {}
         self.stamp = stamp
-
-
-def _in_last_order(others: list[Entry], last: list[Entry] | None, stamp: int) -> list[Entry]:
-    """``others`` (this round's entries, marked with ``stamp``), those of ``last`` first in
-    its order, then the rest. Only the order the sort starts from: the sort's key is a
-    total order, so the sorted result is the same from any start."""
-    if not last:
-        return others
-    kept = [e for e in last if e.seen == stamp]
-    if len(kept) == len(others):
-        return kept
-    for e in kept:
-        e.seen = -stamp  # in `kept`: not to be added again
-    kept.extend(e for e in others if e.seen == stamp)
-    for e in others:
-        e.seen = stamp
-    return kept
 
 
 class TieredPolicy:
@@ -239,12 +223,12 @@ class TieredPolicy:
         # the job's (immutable) view is the one it was made from, re-derived from the new
         # view when the job progressed or moved. Either costs less than building an entry
         # (and makes no garbage for the cycle collector, which was a fifth of a round on
-        # large fleets). A round takes the cache out of this list and returns its own when
-        # done, so concurrent rounds never share entries; the cache changes no decision.
-        # The cache also keeps each device type's standard and basic entries in the
-        # order the last round left them: sorting them again from that order touches
-        # little but what changed (Python's sort merges presorted runs), where sorting
-        # from snapshot order is a full O(n log n) sort of tuples every round.
+        # large fleets). A round takes the cache out of this list, updates it in place
+        # (entries of jobs gone are dropped), and returns it when done, so concurrent
+        # rounds never share entries; the cache changes no decision. It also keeps each
+        # device type's standard and basic entries in last round's priority order, so
+        # that a round sorts only the few entries that moved (`sort_entries`), not a
+        # whole queue of tuples.
         self._spare: list[_Carry] = []
 
     def _take_carry(self) -> _Carry:
@@ -276,9 +260,9 @@ class TieredPolicy:
         premium_held: list[Placement] = []  # placements of running premium jobs
         premium_waits = False
         carry = self._take_carry()
-        reuse = carry.entries
-        entries: dict[str, Entry] = {}  # by job id, for the next round
+        entries = carry.entries  # by job id: this round's, for the next round
         stamp = carry.stamp + 1  # marks the entries of this round
+        count = 0  # entries marked
         for view in snapshot.jobs:
             state = view.state
             spec = view.spec
@@ -299,7 +283,7 @@ class TieredPolicy:
                         free_now[index[name]] -= count
                 continue
             job_id = spec.id
-            e = reuse.get(job_id)
+            e = entries.get(job_id)
             if e is not None and e.view is view:  # unchanged since the last round
                 e.renew(hold_since)
                 if e.timed:
@@ -307,9 +291,9 @@ class TieredPolicy:
             elif e is not None and e.spec is spec:  # the same job, progressed or moved
                 e.update(view, held, basis)
             else:
-                e = Entry(view, held, basis)
-            entries[job_id] = e
+                e = entries[job_id] = Entry(view, held, basis)
             e.seen = stamp
+            count += 1
             group = groups.get(spec.device_type)
             if group is None:
                 group = groups[spec.device_type] = _Group()
@@ -322,6 +306,9 @@ class TieredPolicy:
                     premium_waits = True
             else:
                 group.others.append(e)
+        if len(entries) > count:  # jobs gone, or with nothing to schedule: forget them
+            for job_id in [k for k, e in entries.items() if e.seen != stamp]:
+                del entries[job_id]
         releasing: dict[str, int] = {}  # devices held by stopping jobs, per type
         for name, count in stopping.items():
             t = fx.types[index[name]]
@@ -352,8 +339,8 @@ class TieredPolicy:
             group = groups[device_type]
             total = capacity.get(device_type, 0)  # devices being released included
             soon = releasing.get(device_type, 0)
-            others = _in_last_order(group.others, carry.orders.get(device_type), stamp)
-            orders[device_type] = others  # sorted by allocate_others, kept for next round
+            others = sort_entries(group.others, carry.orders.get(device_type), stamp)
+            orders[device_type] = others[:]  # the next round sorts from this order
             premium_running = group.premium_running
             admitted = admit(premium_running, group.premium_waiting, total, room_for_premium)
             premium_held_here = sum(e.held for e in premium_running)
@@ -411,12 +398,11 @@ class TieredPolicy:
         fixed = rnd.reasons
         lazy: dict[str, JobView] = {}
         placements = rnd.placements
-        placed = placements.get
         for e in ordered:
             if e.reason:  # premium victims, moves: say why, short or not
                 fixed[e.id] = e.reason
                 continue
-            placement = placed(e.id)
+            placement = placements.get(e.id)
             if placement is None or placement.size < e.world:
                 lazy[e.id] = e.view
         thresholds = self.config.las_thresholds
