@@ -17,9 +17,10 @@ from tidal.core.policies._tiered_alloc import (
     sort_entries,
 )
 
-# Every field of an entry but the policy's own bookkeeping of rounds and of order;
+# Every field of an entry but the policy's own bookkeeping of rounds and of order, and
+# `account`, which each allocation sets before reading it;
 # `test_entry_fields_are_all_checked` keeps the list complete.
-_BOOKKEEPING = {"seen", "sorted_gen", "key_gen"}
+_BOOKKEEPING = {"seen", "sorted_gen", "key_gen", "account"}
 _FIELDS = (
     "base_rank",
     "critical",

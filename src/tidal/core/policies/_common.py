@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
@@ -22,37 +22,57 @@ T = TypeVar("T")
 
 
 class LazyReasons(Mapping[str, str], Generic[T]):
-    """Reasons, some written out and the rest formatted only when read.
+    """Reasons, some written out and the rest found and formatted only when read.
 
     A round may leave thousands of jobs waiting, each with a reason, while the caller reads
-    only those of the jobs it acts on; formatting them all every round would cost more
-    than the scheduling decision itself.
+    only those of the jobs it acts on; finding them all every round, let alone formatting
+    them, would cost more than the scheduling decision itself. ``fixed`` holds the reasons
+    written out; ``short(job_id)`` gives what ``make`` formats a job's reason from, or
+    ``None`` if the job has none; ``ids()`` names, in order, every job that may have one
+    (read only to iterate). Both must describe the round the reasons belong to, not a later
+    one.
     """
 
-    __slots__ = ("_fixed", "_lazy", "_make")
+    __slots__ = ("_fixed", "_ids", "_make", "_short")
 
-    def __init__(self, fixed: dict[str, str], lazy: dict[str, T], make: Callable[[T], str]):
+    def __init__(
+        self,
+        fixed: dict[str, str],
+        short: Callable[[str], T | None],
+        ids: Callable[[], Iterable[str]],
+        make: Callable[[T], str],
+    ):
         self._fixed = fixed
-        self._lazy = lazy
+        self._short = short
+        self._ids = ids
         self._make = make
 
     def __getitem__(self, job_id: str) -> str:
+        text = self.get(job_id)
+        if text is None:
+            raise KeyError(job_id)
+        return text
+
+    def get(self, job_id: str, default: str | None = None) -> str | None:  # type: ignore[override]
         text = self._fixed.get(job_id)
         if text is not None:
             return text
-        return self._make(self._lazy[job_id])
+        item = self._short(job_id)
+        return default if item is None else self._make(item)
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._fixed
-        for job_id in self._lazy:
-            if job_id not in self._fixed:
+        fixed = self._fixed
+        yield from fixed
+        short = self._short
+        for job_id in self._ids():
+            if job_id not in fixed and short(job_id) is not None:
                 yield job_id
 
     def __len__(self) -> int:
-        return len(self._fixed) + sum(1 for k in self._lazy if k not in self._fixed)
+        return sum(1 for _ in self)
 
     def __contains__(self, job_id: object) -> bool:
-        return job_id in self._fixed or job_id in self._lazy
+        return isinstance(job_id, str) and self.get(job_id) is not None
 
 
 def split_jobs(snapshot: ClusterSnapshot) -> tuple[list[JobView], list[JobView], dict[str, int]]:

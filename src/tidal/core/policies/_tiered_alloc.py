@@ -102,6 +102,7 @@ class Entry:
     """
 
     __slots__ = (
+        "account",
         "base_rank",
         "critical",
         "fixed",
@@ -138,6 +139,7 @@ class Entry:
         self.world = spec.world
         self.seen = 0  # the last round that saw it (``TieredPolicy``'s bookkeeping)
         self.base_rank = _RANKS[spec.tier._value_]  # once: an Enum's value is a dict lookup
+        self.account = _NO_ACCOUNT  # its tenant's, set by each `allocate_others`
         self.key = _NO_KEY
         self.key_gen = 0  # counts changes of `key`: see `set_key`
         self.sorted_gen = -1  # `key_gen` when last sorted (see `sort_entries`)
@@ -232,6 +234,33 @@ class Entry:
         self.reason = ""
 
 
+class _Account:
+    """One tenant's standard devices in one allocation: asked for (W each), guaranteed,
+    and given so far (premium use included when quotas apply)."""
+
+    __slots__ = ("demand", "owed", "used")
+
+    def __init__(self, used: int = 0) -> None:
+        self.demand = 0
+        self.owed = 0
+        self.used = used
+
+
+_NO_ACCOUNT = _Account()  # an entry's account before its first allocation
+
+
+def _account(
+    accounts: dict[str, _Account],
+    tenant: str,
+    quotas: Mapping[str, int],
+    premium_use: Mapping[str, int],
+) -> _Account:
+    account = accounts.get(tenant)
+    if account is None:
+        account = accounts[tenant] = _Account(premium_use.get(tenant, 0) if quotas else 0)
+    return account
+
+
 def guarantees(
     demand: Mapping[str, int],
     capacity: int,
@@ -286,18 +315,18 @@ def allocate_others(
     if critical:  # they go first, in placement as in allocation
         others[:] = critical + [e for e in others if not e.critical]
     # One pass (in priority order) sets the pinned jobs' targets and splits the movable
-    # jobs by tier, with each tenant's pinned standard devices and standard demand.
+    # jobs by tier, with each tenant's pinned standard devices and standard demand (in
+    # the tenant's account, which each standard entry holds for the round).
     standard: list[Entry] = []
     basic: list[Entry] = []
-    used = dict(premium_use) if quotas else {}
-    demand: dict[str, int] = {}
+    accounts: dict[str, _Account] = {}
     for e in others:
         if e.fixed:
             free -= e.target
             continue
         if e.critical:
             if e.tier is _STANDARD:
-                demand[e.tenant] = demand.get(e.tenant, 0) + e.world
+                _account(accounts, e.tenant, quotas, premium_use).demand += e.world
             if e.pinned:
                 e.target = e.held
                 free -= e.held
@@ -306,12 +335,12 @@ def allocate_others(
         # basic, and a young basic job (`basic_lane`) as standard.
         if e.key[0] == _STANDARD_RANK:
             standard.append(e)
-            tenant = e.tenant
-            demand[tenant] = demand.get(tenant, 0) + e.world
+            account = e.account = _account(accounts, e.tenant, quotas, premium_use)
+            account.demand += e.world
             if e.pinned:
                 e.target = e.held
                 free -= e.held
-                used[tenant] = used.get(tenant, 0) + e.held
+                account.used += e.held
         else:
             basic.append(e)
             if e.pinned:
@@ -327,22 +356,26 @@ def allocate_others(
             e.target = size
             free -= size
         if size and e.tier is _STANDARD:
-            used[e.tenant] = used.get(e.tenant, 0) + size
+            _account(accounts, e.tenant, quotas, premium_use).used += size
     # Standard jobs within their tenant's guarantee.
+    demand = {tenant: account.demand for tenant, account in accounts.items()}
     owed = guarantees(demand, room, quotas, premium_use)
+    for tenant, account in accounts.items():
+        account.owed = owed.get(tenant, 0)
     for e in standard:
         if free <= 0:
             break
         if e.pinned:
             continue
-        left = owed.get(e.tenant, 0) - used.get(e.tenant, 0)
+        account = e.account
+        left = account.owed - account.used
         sizes = e.spec.sizes
         if left < sizes[0]:
             continue
         size = _fit(sizes, _min(_min(e.held or e.world, left), free))
         if size:
             e.target = size
-            used[e.tenant] = used.get(e.tenant, 0) + size
+            account.used += size
             free -= size
     # Then borrowing by standard jobs, then basic jobs, on whatever is left: running jobs
     # keep what they hold and waiting ones start, in priority order...

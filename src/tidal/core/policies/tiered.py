@@ -262,7 +262,6 @@ class TieredPolicy:
         carry = self._take_carry()
         entries = carry.entries  # by job id: this round's, for the next round
         stamp = carry.stamp + 1  # marks the entries of this round
-        count = 0  # entries marked
         for view in snapshot.jobs:
             state = view.state
             spec = view.spec
@@ -293,7 +292,6 @@ class TieredPolicy:
             else:
                 e = entries[job_id] = Entry(view, held, basis)
             e.seen = stamp
-            count += 1
             group = groups.get(spec.device_type)
             if group is None:
                 group = groups[spec.device_type] = _Group()
@@ -306,7 +304,7 @@ class TieredPolicy:
                     premium_waits = True
             else:
                 group.others.append(e)
-        if len(entries) > count:  # jobs gone, or with nothing to schedule: forget them
+        if len(entries) > len(snapshot.jobs):  # jobs gone: forget them (and any not seen)
             for job_id in [k for k, e in entries.items() if e.seen != stamp]:
                 del entries[job_id]
         releasing: dict[str, int] = {}  # devices held by stopping jobs, per type
@@ -393,19 +391,35 @@ class TieredPolicy:
     def _explain(
         self, rnd: Round, ordered: list[Entry], left: dict[str, int]
     ) -> LazyReasons[JobView]:
-        """A reason for every job that gets less than it asked for (formatted on demand,
-        from the job's immutable view: its entry moves on with the next round)."""
+        """A reason for every job that gets less than it asked for (found and formatted on
+        demand, from the round's snapshot and placements: the entries move on with the
+        next round)."""
         fixed = rnd.reasons
-        lazy: dict[str, JobView] = {}
-        placements = rnd.placements
         for e in ordered:
             if e.reason:  # premium victims, moves: say why, short or not
                 fixed[e.id] = e.reason
-                continue
-            placement = placements.get(e.id)
-            if placement is None or placement.size < e.world:
-                lazy[e.id] = e.view
+        snapshot = rnd.snapshot
+        placements = rnd.placements  # the plan's own: not changed after this round
+        entries = tuple(ordered)  # in order; an entry's id never changes
         thresholds = self.config.las_thresholds
+
+        def short(job_id: str) -> JobView | None:
+            """The job's view if it had an entry this round and gets less than W."""
+            if job_id not in snapshot:
+                return None
+            view = snapshot.job(job_id)
+            state = view.state
+            if (
+                state is JobState.RUNNING
+                or state is JobState.STARTING
+                or state is JobState.RESTARTING
+            ):
+                if not view.placement.parts:
+                    return None
+            elif not (state is JobState.PENDING or state is JobState.PREEMPTED):
+                return None
+            placement = placements.get(job_id)
+            return view if placement is None or placement.size < view.spec.world else None
 
         def make(view: JobView) -> str:
             spec = view.spec
@@ -429,4 +443,4 @@ class TieredPolicy:
                 return f"shrunk {held}→{size}: higher-priority work needs devices"
             return f"running on {size} of {spec.world} devices: no more free"
 
-        return LazyReasons(fixed, lazy, make)
+        return LazyReasons(fixed, short, lambda: (e.id for e in entries), make)
