@@ -6,7 +6,7 @@ placements. See :class:`tidal.core.policies.tiered.TieredPolicy` for the rules.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -160,11 +160,22 @@ class Entry:
         thresholds = basis.thresholds
         # Priority within the tier: discretized least attained service, running jobs
         # before waiting ones at the same level, then first come first served.
-        self.las = level = bisect_right(thresholds, view.attained)
+        # `bisect_right(thresholds, attained)`, natively: a few thresholds, in order.
+        attained = view.attained
+        level = 0
+        for threshold in thresholds:
+            if threshold > attained:
+                break
+            level += 1
+        self.las = level
         self.lowest = level == len(thresholds)  # where share floors may apply
         if basis.by_remaining and self.lowest and thresholds:
-            # Within the lowest level, by declared work left: one sub-level per doubling.
-            level += max(0, int(remaining / thresholds[-1]).bit_length() - 1)
+            # Within the lowest level, by declared work left: one sub-level per doubling,
+            # `int(remaining / top).bit_length() - 1` (at least 0), natively.
+            doublings = int(remaining / thresholds[-1])
+            while doublings > 1:
+                doublings >>= 1
+                level += 1
         self.level = level
         self.rank = rank = self.base_rank
         # Within a level: running standard jobs, running basic jobs in the lane, waiting
@@ -457,9 +468,14 @@ def _min(a: int, b: int) -> int:
 
 def _fit(sizes: tuple[int, ...], devices: int) -> int:
     """``JobSpec.fit_size`` on the spec's ``sizes`` (ascending): the largest not above
-    ``devices``, 0 if none; a C-speed search, as this runs for every job every round."""
-    k = bisect_right(sizes, devices)
-    return sizes[k - 1] if k else 0
+    ``devices``, 0 if none. A native scan (a job has a few sizes, the divisors of W in
+    its range): compiled, calling ``bisect`` costs more."""
+    fit = 0
+    for size in sizes:
+        if size > devices:
+            break
+        fit = size
+    return fit
 
 
 # Priority order (``Entry.key``); an attrgetter runs in C when sorting many entries.

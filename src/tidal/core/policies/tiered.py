@@ -262,6 +262,8 @@ class TieredPolicy:
         carry = self._take_carry()
         entries = carry.entries  # by job id: this round's, for the next round
         stamp = carry.stamp + 1  # marks the entries of this round
+        last_type = ""  # the device type of `group`, the last job's
+        group = _Group()
         for view in snapshot.jobs:
             state = view.state
             spec = view.spec
@@ -292,9 +294,11 @@ class TieredPolicy:
             else:
                 e = entries[job_id] = Entry(view, held, basis)
             e.seen = stamp
-            group = groups.get(spec.device_type)
-            if group is None:
-                group = groups[spec.device_type] = _Group()
+            device_type = spec.device_type
+            if device_type is not last_type:  # most specs share one type string
+                found = groups.get(device_type)
+                group = groups[device_type] = _Group() if found is None else found
+                last_type = device_type
             if e.tier is _PREMIUM:
                 if held:
                     group.premium_running.append(e)
