@@ -139,7 +139,7 @@ class Entry:
         self.world = spec.world
         self.seen = 0  # the last round that saw it (``TieredPolicy``'s bookkeeping)
         self.base_rank = _RANKS[spec.tier._value_]  # once: an Enum's value is a dict lookup
-        self.account = _NO_ACCOUNT  # its tenant's, set by each `allocate_others`
+        self.account = _NO_ACCOUNT  # its tenant's, set by its first `allocate_others`
         self.key = _NO_KEY
         self.key_gen = 0  # counts changes of `key`: see `set_key`
         self.sorted_gen = -1  # `key_gen` when last sorted (see `sort_entries`)
@@ -245,30 +245,41 @@ class Entry:
         self.reason = ""
 
 
-class _Account:
-    """One tenant's standard devices in one allocation: asked for (W each), guaranteed,
-    and given so far (premium use included when quotas apply)."""
+class Account:
+    """One tenant's standard devices of one device type in one allocation: asked for (W
+    each), guaranteed, and given so far (premium use included when quotas apply)."""
 
-    __slots__ = ("demand", "owed", "used")
+    __slots__ = ("demand", "owed", "tenant", "used")
 
-    def __init__(self, used: int = 0) -> None:
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
         self.demand = 0
         self.owed = 0
-        self.used = used
+        self.used = 0
+
+    def reset(self, quotas: Mapping[str, int], premium_use: Mapping[str, int]) -> None:
+        self.demand = 0
+        self.owed = 0
+        self.used = premium_use.get(self.tenant, 0) if quotas else 0
 
 
-_NO_ACCOUNT = _Account()  # an entry's account before its first allocation
+_NO_ACCOUNT = Account("")  # an entry's account before its first allocation
 
 
 def _account(
-    accounts: dict[str, _Account],
-    tenant: str,
+    e: Entry,
+    accounts: dict[str, Account],
     quotas: Mapping[str, int],
     premium_use: Mapping[str, int],
-) -> _Account:
-    account = accounts.get(tenant)
-    if account is None:
-        account = accounts[tenant] = _Account(premium_use.get(tenant, 0) if quotas else 0)
+) -> Account:
+    """``e``'s tenant's account (found once per entry: entries keep theirs)."""
+    account = e.account
+    if account is _NO_ACCOUNT:
+        found = accounts.get(e.tenant)
+        if found is None:
+            found = accounts[e.tenant] = Account(e.tenant)
+            found.reset(quotas, premium_use)
+        account = e.account = found
     return account
 
 
@@ -316,11 +327,13 @@ def allocate_others(
     premium_use: Mapping[str, int],
     now: float,
     config: TieredConfig,
+    accounts: dict[str, Account],
 ) -> int:
     """Give the ``room`` devices premium work leaves to standard and basic jobs; returns
     the devices left over. Fixed entries (premium victims) keep their reduced targets.
     ``others`` comes in priority order (:func:`sort_entries`); jobs on the critical path
-    are moved to its front."""
+    are moved to its front. ``accounts`` are the device type's tenant accounts by tenant,
+    kept from round to round (an entry keeps its own); this allocation resets them."""
     free = room
     critical = _critical(others, room, config) if config.critical_margin is not None else []
     if critical:  # they go first, in placement as in allocation
@@ -330,14 +343,15 @@ def allocate_others(
     # the tenant's account, which each standard entry holds for the round).
     standard: list[Entry] = []
     basic: list[Entry] = []
-    accounts: dict[str, _Account] = {}
+    for account in accounts.values():
+        account.reset(quotas, premium_use)
     for e in others:
         if e.fixed:
             free -= e.target
             continue
         if e.critical:
             if e.tier is _STANDARD:
-                _account(accounts, e.tenant, quotas, premium_use).demand += e.world
+                _account(e, accounts, quotas, premium_use).demand += e.world
             if e.pinned:
                 e.target = e.held
                 free -= e.held
@@ -346,7 +360,7 @@ def allocate_others(
         # basic, and a young basic job (`basic_lane`) as standard.
         if e.key[0] == _STANDARD_RANK:
             standard.append(e)
-            account = e.account = _account(accounts, e.tenant, quotas, premium_use)
+            account = _account(e, accounts, quotas, premium_use)
             account.demand += e.world
             if e.pinned:
                 e.target = e.held
@@ -367,9 +381,9 @@ def allocate_others(
             e.target = size
             free -= size
         if size and e.tier is _STANDARD:
-            _account(accounts, e.tenant, quotas, premium_use).used += size
+            _account(e, accounts, quotas, premium_use).used += size
     # Standard jobs within their tenant's guarantee.
-    demand = {tenant: account.demand for tenant, account in accounts.items()}
+    demand = {tenant: account.demand for tenant, account in accounts.items() if account.demand}
     owed = guarantees(demand, room, quotas, premium_use)
     for tenant, account in accounts.items():
         account.owed = owed.get(tenant, 0)

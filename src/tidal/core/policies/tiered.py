@@ -23,6 +23,7 @@ from tidal.core.policies._tiered_alloc import (
     DEFAULT_MIN_HOLD,
     DEFAULT_SLACK_MARGIN,
     GIB,
+    Account,
     Basis,
     Entry,
     TieredConfig,
@@ -53,21 +54,17 @@ class _Group:
 
 class _Carry:
     """What one round leaves the next: entries by job id, each device type's standard and
-    basic entries in their final order, and the round's stamp (``Entry.seen``)."""
+    basic entries in priority order and its tenants' accounts (which entries hold), and
+    the round's stamp (``Entry.seen``)."""
 
-    __slots__ = ("config", "entries", "orders", "stamp")
+    __slots__ = ("accounts", "config", "entries", "orders", "stamp")
 
-    def __init__(
-        self,
-        config: TieredConfig,
-        entries: dict[str, Entry] | None = None,
-        orders: dict[str, list[Entry]] | None = None,
-        stamp: int = 0,
-    ) -> None:
+    def __init__(self, config: TieredConfig) -> None:
         self.config = config
-        self.entries: dict[str, Entry] = entries if entries is not None else {}
-        self.orders: dict[str, list[Entry]] = orders if orders is not None else {}
-        self.stamp = stamp
+        self.entries: dict[str, Entry] = {}
+        self.orders: dict[str, list[Entry]] = {}
+        self.accounts: dict[str, dict[str, Account]] = {}  # by device type, then tenant
+        self.stamp = 0
 
 
 class TieredPolicy:
@@ -366,8 +363,11 @@ class TieredPolicy:
             for e in premium_running + admitted:
                 premium_use[e.tenant] = premium_use.get(e.tenant, 0) + e.target
             room = total - premium_held_here - wanted - (soon - from_soon)
+            accounts = carry.accounts.get(device_type)
+            if accounts is None:
+                accounts = carry.accounts[device_type] = {}
             left_by_type[device_type] = allocate_others(
-                others, room, snapshot.quotas, premium_use, now, config
+                others, room, snapshot.quotas, premium_use, now, config, accounts
             )
             ordered.extend(premium_running)
             ordered.extend(admitted)
@@ -389,7 +389,9 @@ class TieredPolicy:
                 "; ".join(f"{k}: {v}" for k, v in list(plan.reasons.items())[:20]),
             )
         # Done with them: the next round may renew them.
-        self._spare.append(_Carry(config, entries, orders, stamp))
+        carry.orders = orders
+        carry.stamp = stamp
+        self._spare.append(carry)
         return plan
 
     def _explain(
