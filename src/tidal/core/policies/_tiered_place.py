@@ -250,12 +250,13 @@ def _fill(rnd: Round, entries: list[Entry], now: _NowFree, config: TieredConfig)
     if not any(room.values()):
         return
     for e in entries:
+        spec = e.spec
+        device_type = spec.device_type
+        if room.get(device_type, 0) < spec.min_size:
+            continue  # the common case on a full fleet: tested first
         current = placements.get(e.id)
         have = current.size if current is not None else 0
         if have >= e.world:
-            continue
-        device_type = e.spec.device_type
-        if room.get(device_type, 0) < e.spec.min_size:
             continue
         if current is None:
             if e.held:

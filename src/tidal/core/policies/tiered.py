@@ -375,9 +375,9 @@ class TieredPolicy:
             ordered.extend(others)
             admitted_all.extend(admitted)
         rnd = realize(snapshot, stopping, ordered, admitted_all, config, free_now)
-        reasons = self._explain(rnd, ordered, left_by_type)
-        kill = frozenset(e.id for e in ordered if e.kill)
-        plan = rnd.plan(explain_rest=False, kill=kill, reasons=reasons)
+        killed: list[str] = []
+        reasons = self._explain(rnd, ordered, left_by_type, killed)
+        plan = rnd.plan(explain_rest=False, kill=frozenset(killed), reasons=reasons)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "round %d at t=%.1f: %d jobs, %d placed, %d short: %s",
@@ -395,15 +395,18 @@ class TieredPolicy:
         return plan
 
     def _explain(
-        self, rnd: Round, ordered: list[Entry], left: dict[str, int]
+        self, rnd: Round, ordered: list[Entry], left: dict[str, int], killed: list[str]
     ) -> LazyReasons[JobView]:
         """A reason for every job that gets less than it asked for (found and formatted on
         demand, from the round's snapshot and placements: the entries move on with the
-        next round)."""
+        next round). Adds the jobs to stop without a checkpoint to ``killed`` (in the same
+        pass over the entries)."""
         fixed = rnd.reasons
         for e in ordered:
             if e.reason:  # premium victims, moves: say why, short or not
                 fixed[e.id] = e.reason
+            if e.kill:
+                killed.append(e.id)
         snapshot = rnd.snapshot
         placements = rnd.placements  # the plan's own: not changed after this round
         entries = tuple(ordered)  # in order; an entry's id never changes
