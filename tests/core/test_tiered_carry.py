@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from tests.core.helpers import NOW, snap, spec, waiting
 from tests.core.test_tiered import random_snapshot
-from tidal.core import ClusterSnapshot, JobState, make_policy
+from tidal.core import ClusterSnapshot, Fleet, JobState, make_policy
 from tidal.core.policies._tiered_alloc import (
     DEFAULT_LAS_THRESHOLDS,
     Basis,
@@ -85,6 +85,20 @@ def test_a_policy_with_a_past_decides_as_a_fresh_one() -> None:
             rounds += 1
             snapshot = progressed(snapshot, rng, rng.choice([10.0, 600.0, 10_000.0]))
     assert rounds == 90
+
+
+def test_a_new_fleet_object_starts_from_nothing() -> None:
+    # The same snapshots on a fleet listing the same nodes in another order (other node
+    # indices) must still be decided as by a fresh policy: nothing carried may depend on
+    # the last round's fleet.
+    rng = random.Random(17)
+    carried = make_policy("tiered")
+    for trial in range(10):
+        snapshot = random_snapshot(rng, trial)
+        reordered = Fleet(tuple(reversed(snapshot.fleet.nodes)))
+        for fleet in (snapshot.fleet, reordered, snapshot.fleet):
+            s = replace(snapshot, fleet=fleet)
+            assert carried.schedule(s) == make_policy("tiered").schedule(s), trial
 
 
 def test_an_entry_updated_to_a_new_view_equals_a_new_entry() -> None:
