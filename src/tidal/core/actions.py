@@ -45,8 +45,9 @@ class Stop:
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
-class Resize:
-    """Change a running job's device count (its node set may change too)."""
+class _Move:
+    """A running job from placement ``old`` to ``new`` (the fields of Resize and Migrate;
+    never an action itself)."""
 
     job_id: Final[str]
     old: Final[Placement]
@@ -61,19 +62,13 @@ class Resize:
 
 
 @dataclass(slots=True, init=False, unsafe_hash=True)
-class Migrate:
+class Resize(_Move):
+    """Change a running job's device count (its node set may change too)."""
+
+
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Migrate(_Move):
     """Move a running job to other nodes, keeping its device count."""
-
-    job_id: Final[str]
-    old: Final[Placement]
-    new: Final[Placement]
-    reason: Final[str]
-
-    def __init__(self, job_id: str, old: Placement, new: Placement, reason: str = "") -> None:
-        self.job_id = job_id
-        self.old = old
-        self.new = new
-        self.reason = reason
 
 
 Action = Start | Stop | Resize | Migrate
