@@ -6,9 +6,12 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from tests.core.helpers import NOW, snap, spec, waiting
 from tests.core.test_tiered import random_snapshot
 from tidal.core import ClusterSnapshot, Fleet, JobState, make_policy
+from tidal.core.policies._common import LazyReasons
 from tidal.core.policies._tiered_alloc import (
     DEFAULT_LAS_THRESHOLDS,
     Basis,
@@ -158,6 +161,30 @@ def test_sorting_from_the_last_order_equals_a_full_sort() -> None:
         assert live == given and ordered is not live
         assert all(e.seen == stamp for e in live)
         last = ordered[:] if stamp % 17 else None  # now and then: no order carried
+
+
+def test_lazy_reasons_behave_as_a_mapping() -> None:
+    made: list[int] = []
+
+    def make(shortfall: int) -> str:
+        made.append(shortfall)
+        return f"short by {shortfall}"
+
+    shortfall = {"b": 2, "c": 3, "d": 0}
+    reasons = LazyReasons(
+        {"a": "fixed a", "c": "fixed c"},
+        lambda job_id: shortfall.get(job_id) or None,
+        lambda: ["a", "b", "c", "d", "e"],
+        make,
+    )
+    assert list(reasons) == ["a", "c", "b"] and len(reasons) == 3
+    assert dict(reasons) == {"a": "fixed a", "c": "fixed c", "b": "short by 2"}
+    made.clear()
+    assert "b" in reasons and "d" not in reasons and "z" not in reasons and 5 not in reasons
+    assert made == []  # membership formats nothing
+    assert reasons.get("d", "none") == "none" and reasons.get("b") == "short by 2"
+    with pytest.raises(KeyError):
+        reasons["d"]
 
 
 def test_reasons_read_after_the_next_round_describe_their_own_round() -> None:

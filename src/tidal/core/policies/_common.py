@@ -72,7 +72,10 @@ class LazyReasons(Mapping[str, str], Generic[T]):
         return sum(1 for _ in self)
 
     def __contains__(self, job_id: object) -> bool:
-        return isinstance(job_id, str) and self.get(job_id) is not None
+        # Without formatting the reason.
+        if not isinstance(job_id, str):
+            return False
+        return job_id in self._fixed or self._short(job_id) is not None
 
 
 def split_jobs(snapshot: ClusterSnapshot) -> tuple[list[JobView], list[JobView], dict[str, int]]:
