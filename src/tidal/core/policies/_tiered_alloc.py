@@ -497,16 +497,16 @@ _KEY = attrgetter("key")
 
 
 def sort_entries(others: list[Entry], last: list[Entry] | None, stamp: int) -> list[Entry]:
-    """A new list of ``others`` (this round's entries, each marked with ``stamp`` in
-    ``Entry.seen``; left as they are) in priority order, given ``last``, the same device type's entries in the order this
-    function returned them last round.
+    """A new list of ``others`` in priority order. ``others`` are this round's entries,
+    each marked with ``stamp`` in ``Entry.seen``, and are left as they are; ``last`` is
+    the same device type's list as this function returned it last round.
 
     The key is a total order (it ends with the job id), so the result is the sorted list
     whatever the start; only the work differs. Entries of ``last`` that are still here
     with the key they were sorted under (:meth:`Entry.set_key` counts changes) are still
-    in order among themselves; only the rest (new jobs,
-    and those whose level or state changed: a few per round) are sorted and inserted by
-    binary search, instead of comparing every neighbouring pair of a long queue.
+    in order among themselves; only the rest (new jobs, and those whose level or state
+    changed: a few per round) are inserted by binary search, instead of comparing every
+    neighbouring pair of a long queue.
     """
     if not last:
         ordered = sorted(others, key=_KEY)  # a new list: ``others`` keeps snapshot order
