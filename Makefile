@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 
 # The scheduler's hot modules are compiled with mypyc when installed (setup.py, a few
 # minutes), so an edit to a compiled module rebuilds. TIDAL_COMPILE=0 installs pure
-# Python (same decisions, about half the speed); stale extensions are removed first.
+# Python (same decisions, a quarter to a half of the speed); stale extensions are removed first.
 # Under make a failed compile is an error (a plain pip install falls back to pure Python).
 TIDAL_COMPILE ?= 1
 export TIDAL_COMPILE

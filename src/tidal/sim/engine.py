@@ -18,7 +18,8 @@ Views are reused: a job's :class:`JobView` is rebuilt only when the executor cha
 and a running job's progress (``work_done``, ``attained``) is reported every
 ``progress_interval`` simulated seconds, as a live executor's heartbeats would; with 0 it
 is exact at every round. Per-round work in the engine is O(changed jobs) plus building
-the snapshot tuple.
+the snapshot: a tuple of the views and a copy of the table of views by id, which the
+snapshot takes as its own (both C-speed copies).
 """
 
 from __future__ import annotations
