@@ -32,6 +32,7 @@ from tidal.core import (
     policy_names,
     transition,
 )
+from tidal.core.states import ACTIVE_STATES, WAITING_STATES, Phase
 
 
 @pytest.mark.parametrize(
@@ -121,6 +122,11 @@ def test_unknown_tier_names_choices() -> None:
         (JobState.PENDING, JobState.RUNNING, False),
         (JobState.SUCCEEDED, JobState.RUNNING, False),
         (JobState.PREEMPTED, JobState.RUNNING, False),
+        (JobState.RUNNING, JobState.RESTARTING, True),
+        (JobState.RESTARTING, JobState.STARTING, True),
+        (JobState.RESTARTING, JobState.RUNNING, False),
+        (JobState.STOPPING, JobState.CANCELLED, True),
+        (JobState.STARTING, JobState.SUCCEEDED, True),
     ],
 )
 def test_transitions(old: JobState, new: JobState, ok: bool) -> None:
@@ -142,8 +148,19 @@ def test_state_properties() -> None:
         JobState.STARTING,
         JobState.RUNNING,
         JobState.STOPPING,
-        JobState.RESTARTING,
     }
+    # A failed job releases its devices and waits to be placed again.
+    assert JobState.RESTARTING.phase is Phase.WAITING
+    assert set(WAITING_STATES) == {JobState.PENDING, JobState.PREEMPTED, JobState.RESTARTING}
+    assert set(ACTIVE_STATES) == {JobState.STARTING, JobState.RUNNING}
+    assert {s.phase for s in JobState} == set(Phase)
+    assert all(s.is_terminal == (s.phase is Phase.DONE) for s in JobState)
+
+
+def test_a_restarting_job_is_started_again() -> None:
+    view = JobView(spec("j1", world=4), state=JobState.RESTARTING)
+    actions = Plan({"j1": Placement.of({"n0": 4})}).diff(snap([view]))
+    assert actions == [Start("j1", Placement.of({"n0": 4}))]
 
 
 def test_placement_merges_sorts_and_rejects_negative() -> None:

@@ -11,9 +11,8 @@ from tidal.core.actions import Action, Migrate, Resize, Start, Stop, apply_order
 from tidal.core.errors import PlanError
 from tidal.core.placement import EMPTY, Placement
 from tidal.core.snapshot import ClusterSnapshot
-from tidal.core.states import JobState
+from tidal.core.states import ACTIVE_STATES, WAITING_STATES, JobState
 
-_STARTABLE = (JobState.PENDING, JobState.PREEMPTED)  # a tuple: compared by identity first
 _EMPTY_REASONS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -71,15 +70,15 @@ class Plan:
         reasons = self.reasons
         kill = self.kill
         checkpoint_on_stop = self.checkpoint_on_stop
-        stopping = JobState.STOPPING
-        pending, preempted = _STARTABLE
+        waiting = WAITING_STATES
+        active = ACTIVE_STATES
         # One pass over the jobs (a round may have tens of thousands): a job that may start
         # is looked up in the plan; one that holds devices is compared with its target.
         # Jobs the plan names but the snapshot lacks are ignored. The order of the actions
         # is set by the sort below (total: by job id within a kind), not by this pass.
         for view in snapshot.jobs:
             state = view.state
-            if state is pending or state is preempted:
+            if state in waiting:
                 job_id = view.spec.id
                 target = placements.get(job_id)
                 if target:
@@ -92,8 +91,8 @@ class Plan:
             target = placements.get(job_id, EMPTY)
             if target is current:
                 continue  # kept as it is (most running jobs): no need to look further
-            if state is stopping or not state.holds_devices or target == current:
-                continue
+            if state not in active or target == current:
+                continue  # stopping jobs settle first
             reason = reasons.get(job_id, "")
             if not target:
                 checkpoint = checkpoint_on_stop and job_id not in kill

@@ -43,6 +43,7 @@ from tidal.core import (
     Tier,
     make_policy,
 )
+from tidal.core.states import WAITING_STATES
 from tidal.sim.clock import SimClock
 from tidal.sim.costs import CostModel
 from tidal.sim.errors import PolicyActionError, SimError
@@ -60,7 +61,7 @@ Progress = Callable[[int, int], None]
 DEFAULT_MIN_ROUND_INTERVAL = 0.0
 DEFAULT_PROGRESS_INTERVAL = 60.0
 _RUNNING = JobState.RUNNING
-_WAITING = (JobState.PENDING, JobState.PREEMPTED)
+_WAITING = WAITING_STATES
 _PREMIUM = Tier.PREMIUM
 
 

@@ -121,7 +121,7 @@ class SimExecutor:
 
     def _stop(self, job: SimJob, checkpoint: bool, reason: str) -> None:
         state = job.state
-        if state is not _RUNNING and state is not _STARTING and state is not JobState.RESTARTING:
+        if state is not _RUNNING and state is not _STARTING:
             raise PolicyActionError(f"Stop for job {job.id!r} in state {state.value}")
         job.preemptions += 1
         job.version += 1

@@ -11,7 +11,7 @@ from tidal.core.packing import FreePool
 from tidal.core.placement import EMPTY, Placement
 from tidal.core.plan import Plan
 from tidal.core.snapshot import ClusterSnapshot, JobView
-from tidal.core.states import JobState
+from tidal.core.states import ACTIVE_STATES, WAITING_STATES, JobState
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,13 @@ def split_jobs(snapshot: ClusterSnapshot) -> tuple[list[JobView], list[JobView],
     waiting: list[JobView] = []
     stopping: dict[str, int] = {}
     # Identity tests: hashing Enum members (for set membership) is slow in a hot loop.
-    run, start, restart = JobState.RUNNING, JobState.STARTING, JobState.RESTARTING
-    pending, preempted, stop = JobState.PENDING, JobState.PREEMPTED, JobState.STOPPING
+    active, startable, stop = ACTIVE_STATES, WAITING_STATES, JobState.STOPPING
     for view in snapshot.jobs:
         state = view.state
-        if state is run or state is start or state is restart:
+        if state in active:
             if view.placement.parts:  # a holding state without devices: nothing to schedule
                 running.append(view)
-        elif state is pending or state is preempted:
+        elif state in startable:
             waiting.append(view)
         elif state is stop:
             for node, count in view.placement.parts:

@@ -32,7 +32,7 @@ from tidal.core.policies._tiered_alloc import (
 )
 from tidal.core.policies._tiered_place import realize
 from tidal.core.snapshot import ClusterSnapshot, JobView
-from tidal.core.states import JobState
+from tidal.core.states import ACTIVE_STATES, WAITING_STATES, JobState
 from tidal.core.tiers import Tier
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,7 @@ class TieredPolicy:
         # One pass over the jobs (tens of thousands on large fleets): classify them, build
         # the round's entries, and count the devices free now on each node (capacity less
         # what stopping and running jobs hold), so no later step walks every job for it.
-        run, start, restart = JobState.RUNNING, JobState.STARTING, JobState.RESTARTING
-        pending, preempted, stop = JobState.PENDING, JobState.PREEMPTED, JobState.STOPPING
+        active, startable, stop = ACTIVE_STATES, WAITING_STATES, JobState.STOPPING
         groups: dict[str, _Group] = {}
         stopping: dict[str, int] = {}
         stopping_views: list[JobView] = []
@@ -264,14 +263,14 @@ class TieredPolicy:
         for view in snapshot.jobs:
             state = view.state
             spec = view.spec
-            if state is run or state is start or state is restart:
+            if state in active:
                 placement = view.placement
                 held = placement.size
                 if not held:
                     continue  # a holding state without devices: nothing to schedule
                 for name, count in placement.parts:
                     free_now[index[name]] -= count
-            elif state is pending or state is preempted:
+            elif state in startable:
                 held = 0
             else:
                 if state is stop:
@@ -418,14 +417,10 @@ class TieredPolicy:
                 return None
             view = snapshot.job(job_id)
             state = view.state
-            if (
-                state is JobState.RUNNING
-                or state is JobState.STARTING
-                or state is JobState.RESTARTING
-            ):
+            if state in ACTIVE_STATES:
                 if not view.placement.parts:
                     return None
-            elif not (state is JobState.PENDING or state is JobState.PREEMPTED):
+            elif state not in WAITING_STATES:
                 return None
             placement = placements.get(job_id)
             return view if placement is None or placement.size < view.spec.world else None
