@@ -23,10 +23,12 @@ from pathlib import Path
 # which in pure Python raise SpecError.
 COMPILED = (
     "tidal.core.actions",
+    "tidal.core.execution",
     "tidal.core.fleet",
     "tidal.core.packing",
     "tidal.core.placement",
     "tidal.core.plan",
+    "tidal.core.round",
     "tidal.core.snapshot",
     "tidal.core.spec",
     "tidal.core.states",

@@ -36,6 +36,7 @@ class GangFifo:
 
     name = "test-fifo"
     tick: float | None = None
+    round_interval: float | None = None
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         free = snapshot.free_per_node()
@@ -63,6 +64,7 @@ class Scripted:
     def __init__(self, script: Script, checkpoint_on_stop: bool = True, tick: float | None = None):
         self.name = "scripted"
         self.tick = tick
+        self.round_interval: float | None = None
         self._script = script
         self._checkpoint = checkpoint_on_stop
         self.calls: list[float] = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from tidal.core.actions import Action, Migrate, Resize, Start, Stop, apply_order
+from tidal.core.actions import NO_DEADLINE, Action, Migrate, Resize, Start, Stop, apply_order
 from tidal.core.errors import PlanError
 from tidal.core.placement import EMPTY, Placement
 from tidal.core.snapshot import ClusterSnapshot
@@ -16,7 +16,8 @@ from tidal.core.states import ACTIVE_STATES, WAITING_STATES, JobState
 _EMPTY_REASONS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(slots=True, init=False, unsafe_hash=True)
+# Compared by value, not hashable: it holds mappings.
+@dataclass(slots=True, init=False)
 class Plan:
     """Target placements (jobs not named get none) and reasons (immutable; a ``dict`` of
     placements is taken over, not copied, and shown read-only: do not change it after).
@@ -59,11 +60,12 @@ class Plan:
     def target(self, job_id: str) -> Placement:
         return self._table.get(job_id, EMPTY)
 
-    def diff(self, snapshot: ClusterSnapshot) -> list[Action]:
+    def diff(self, snapshot: ClusterSnapshot, stop_deadline: float = NO_DEADLINE) -> list[Action]:
         """The actions that move ``snapshot`` to this plan, in the order to apply them.
 
         Jobs in transition out (STOPPING) are left alone until they settle; a job that
-        holds devices and gets none is stopped.
+        holds devices and gets none is stopped. Each action carries its job's generation;
+        stops (and the stops that begin resizes and migrations) carry ``stop_deadline``.
         """
         actions: list[Action] = []
         placements = self._table
@@ -82,7 +84,7 @@ class Plan:
                 job_id = view.spec.id
                 target = placements.get(job_id)
                 if target:
-                    actions.append(Start(job_id, target, reason=reasons.get(job_id, "")))
+                    actions.append(Start(job_id, target, reasons.get(job_id, ""), view.generation))
                 continue
             current = view.placement
             if not current.parts:
@@ -94,13 +96,14 @@ class Plan:
             if state not in active or target == current:
                 continue  # stopping jobs settle first
             reason = reasons.get(job_id, "")
+            generation = view.generation
             if not target:
                 checkpoint = checkpoint_on_stop and job_id not in kill
-                actions.append(Stop(job_id, current, checkpoint=checkpoint, reason=reason))
+                actions.append(Stop(job_id, current, checkpoint, reason, generation, stop_deadline))
             elif target.size != current.size:
-                actions.append(Resize(job_id, current, target, reason=reason))
+                actions.append(Resize(job_id, current, target, reason, generation, stop_deadline))
             else:
-                actions.append(Migrate(job_id, current, target, reason=reason))
+                actions.append(Migrate(job_id, current, target, reason, generation, stop_deadline))
         actions.sort(key=apply_order)
         return actions
 

@@ -15,20 +15,23 @@ from tidal.core.snapshot import ClusterSnapshot
 class Policy(Protocol):
     """Decides, never acts: the same snapshot always gives the same plan.
 
-    A policy whose decisions change with time alone (demotion by attained service, time
-    slices, minimum hold times) also has an attribute ``tick: float | None``: the caller
-    (simulator or control loop) runs ``schedule`` at least every ``tick`` seconds while
-    jobs wait, not only when jobs arrive, finish or change state. ``None`` (or no
-    attribute) means events suffice.
+    ``tick`` (seconds, or ``None``): a policy whose decisions change with time alone
+    (demotion by attained service, time slices, minimum hold times) is run at least every
+    ``tick`` seconds while jobs wait, not only when jobs arrive, finish or change state.
+    ``None`` means events suffice.
 
-    A policy may also have ``round_interval: float | None``: the caller may then batch
-    the changes of up to that many seconds into one round, as a periodic scheduler does,
-    except that a premium job arriving, or any change while a premium job waits, gets a
-    round at once (premium work starts without delay). ``None`` or 0 (or no attribute):
-    a round for every change.
+    ``round_interval`` (seconds, or ``None``): the caller may batch the changes of up to
+    that many seconds into one round, as a periodic scheduler does, except that a premium
+    job arriving, or any change while a premium job waits, gets a round at once (premium
+    work starts without delay). ``None`` or 0: a round for every change.
+
+    Both are read by :class:`tidal.core.round.RoundRules`, which the simulator and the
+    service share.
     """
 
     name: str
+    tick: float | None
+    round_interval: float | None
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan: ...
 

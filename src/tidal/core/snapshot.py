@@ -24,7 +24,16 @@ class JobView:
     ``work_done`` is progress in device-seconds at W devices (``spec.work`` when done).
     ``attained`` is the device-time the job has held while running (its attained service,
     as Tiresias counts it). ``placed_at`` is when its current placement took effect, and
-    ``last_checkpoint_at`` when it last committed a checkpoint.
+    ``last_checkpoint_at`` when it last committed a checkpoint. ``generation`` counts the
+    job's state changes: actions carry it, and executors refuse an action decided for an
+    older generation.
+
+    Cost hints, filled by whoever builds the snapshot (the simulator from its cost model,
+    the service from measured times): ``stop_cost`` is the seconds a stop at a consistent
+    cut takes until the devices are free (reaching a step boundary and writing the
+    checkpoint), ``restart_cost`` the seconds from a start until the job makes progress
+    again (launch, loading its checkpoint). Policies plan with these, never with a cost
+    model of their own.
     """
 
     spec: Final[JobSpec]
@@ -35,6 +44,9 @@ class JobView:
     placed_at: Final[float | None]
     last_checkpoint_at: Final[float | None]
     preemptions: Final[int]
+    generation: Final[int]
+    stop_cost: Final[float]
+    restart_cost: Final[float]
 
     def __init__(
         self,
@@ -46,6 +58,9 @@ class JobView:
         placed_at: float | None = None,
         last_checkpoint_at: float | None = None,
         preemptions: int = 0,
+        generation: int = 0,
+        stop_cost: float = 0.0,
+        restart_cost: float = 0.0,
     ) -> None:
         self.spec = spec
         self.state = state
@@ -55,6 +70,9 @@ class JobView:
         self.placed_at = placed_at
         self.last_checkpoint_at = last_checkpoint_at
         self.preemptions = preemptions
+        self.generation = generation
+        self.stop_cost = stop_cost
+        self.restart_cost = restart_cost
 
     @property
     def id(self) -> str:
@@ -80,7 +98,8 @@ class JobView:
         return self.state.holds_devices and bool(self.placement)
 
 
-@dataclass(slots=True, init=False, unsafe_hash=True)
+# Compared by value, not hashable: it holds mappings.
+@dataclass(slots=True, init=False)
 class ClusterSnapshot:
     """The clock reading, the fleet, every live job, and tenant quotas (immutable).
 

@@ -35,14 +35,18 @@ from contextlib import contextmanager
 
 from tidal.core import (
     ClusterSnapshot,
+    CoreError,
     Fleet,
     JobSpec,
     JobState,
     JobView,
     Policy,
+    StateChange,
     Tier,
     make_policy,
 )
+from tidal.core.execution import Outcome
+from tidal.core.round import RoundRules, run_round
 from tidal.core.states import WAITING_STATES
 from tidal.sim.clock import SimClock
 from tidal.sim.costs import CostModel
@@ -54,8 +58,7 @@ from tidal.sim.records import SimJob
 
 logger = logging.getLogger(__name__)
 
-_ROUND = 3  # a deferred round (min_round_interval)
-_TICK = 4  # the policy's periodic re-evaluation
+_WAKE = 3  # a time the round rules asked to be woken at (a deferred round, a tick)
 
 Progress = Callable[[int, int], None]
 DEFAULT_MIN_ROUND_INTERVAL = 0.0
@@ -63,6 +66,8 @@ DEFAULT_PROGRESS_INTERVAL = 60.0
 _RUNNING = JobState.RUNNING
 _WAITING = WAITING_STATES
 _PREMIUM = Tier.PREMIUM
+_APPLIED = Outcome.APPLIED
+_DEFERRED = Outcome.DEFERRED
 
 
 class Simulation:
@@ -85,29 +90,25 @@ class Simulation:
         self._fleet = fleet
         self._policy = policy
         self._quotas = quotas
-        self._interval = min_round_interval
         self._until = until
         self._progress = progress
-        tick = getattr(policy, "tick", None)
-        if tick is not None and (not math.isfinite(tick) or tick <= 0):
-            raise SimError(f"policy {policy.name!r}: tick must be a positive number, got {tick!r}")
-        self._tick: float | None = tick
-        batch = getattr(policy, "round_interval", None)
-        if batch is not None and (not math.isfinite(batch) or batch < 0):
-            raise SimError(
-                f"policy {policy.name!r}: round_interval must be a number >= 0, got {batch!r}"
-            )
-        self._batch: float = batch or 0.0
-        # Premium jobs waiting to start: while there is one, no round is batched.
-        self._premium_waiting: set[str] = set()
+        try:
+            self._rules = RoundRules.for_policy(policy, min_round_interval, self._wake)
+        except CoreError as err:
+            raise SimError(str(err)) from None
         start = self._specs[0].submit_time if self._specs else 0.0
         self.clock = SimClock(start)
         self._heap: list[tuple[float, int, int, SimJob | None, int]] = []
         self._seq = 0
         self._pending = 0  # timed job events in the heap (stale ones included)
-        self.executor = SimExecutor(fleet, costs, self.clock, self._push, record_events)
         self._live: dict[str, SimJob] = {}
+        self.executor = SimExecutor(fleet, costs, self.clock, self._push, self._live)
         self._views: dict[str, JobView] = {}
+        # Jobs whose state changed since the last round: their views are rebuilt then.
+        self._dirty: dict[str, SimJob] = {}
+        self._waiting = 0  # live jobs in a waiting state (pending, preempted, restarting)
+        self._record = record_events
+        self.events: list[StateChange] = []
         self._refresh: deque[tuple[float, SimJob, int]] = deque()
         self._progress_interval = progress_interval
         self._done: list[SimJob] = []
@@ -120,9 +121,10 @@ class Simulation:
         self._pending += 1
         heapq.heappush(self._heap, (when, self._seq, kind, job, job.version))
 
-    def _push_marker(self, when: float, kind: int) -> None:
+    def _wake(self, when: float) -> None:
+        """The round rules want to be asked again at ``when``: make it an event time."""
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, kind, None, 0))
+        heapq.heappush(self._heap, (when, self._seq, _WAKE, None, 0))
 
     def run(self) -> None:
         specs = self._specs
@@ -133,12 +135,10 @@ class Simulation:
         executor = self.executor
         live = self._live
         views = self._views
+        rules = self._rules
+        batching = rules.batching
         pop = heapq.heappop
         ai = 0
-        last_round = -math.inf
-        round_due = False  # a change is waiting for a deferred round
-        round_at = math.nan  # time of the pending deferred round
-        tick_at = math.nan  # time of the pending tick
         while True:
             t = specs[ai].submit_time if ai < total else math.inf
             if heap and heap[0][0] < t:
@@ -154,18 +154,14 @@ class Simulation:
                 job = SimJob(spec)
                 live[spec.id] = job
                 views[spec.id] = job.make_view(t)
-                executor.waiting += 1
+                self._waiting += 1
                 changed = True
-                if spec.tier is _PREMIUM and self._batch:
+                if batching and spec.tier is _PREMIUM:
                     urgent = True
-                    self._premium_waiting.add(spec.id)
+                    rules.premium_waiting(spec.id, True)
             while heap and heap[0][0] == t:
                 _, _, kind, job_or_none, version = pop(heap)
-                if kind == _ROUND:
-                    changed = changed or (round_due and t == round_at)
-                elif kind == _TICK:
-                    changed = changed or t == tick_at
-                elif job_or_none is not None:
+                if job_or_none is not None:
                     self._pending -= 1
                     if kind == PHASE_END:
                         changed = executor.phase_end(job_or_none, version) or changed
@@ -175,32 +171,19 @@ class Simulation:
             if self._progress is not None and len(self._done) >= next_report:
                 self._progress(len(self._done), total)
                 next_report = len(self._done) + step
-            if not (changed or (round_due and t == round_at)):
+            if not rules.due(t, changed, urgent):
                 continue
-            gap = self._interval
-            if self._batch > gap and not (urgent or self._premium_waiting):
-                gap = self._batch  # nothing premium at stake: decide with later changes
-            if t < last_round + gap:
-                if not round_due or last_round + gap < round_at:
-                    round_due = True
-                    round_at = last_round + gap
-                    self._push_marker(round_at, _ROUND)
-                continue
-            round_due = False
             applied = self._round(t)
-            last_round = t
-            tick_at = math.nan
-            if executor.waiting and live:
-                if not applied and ai >= total and self._pending == 0:
-                    logger.warning(
-                        "simulation stuck at t=%.0f: %d jobs wait and the policy starts none",
-                        t,
-                        executor.waiting,
-                    )
-                    break
-                if self._tick is not None:
-                    tick_at = t + self._tick
-                    self._push_marker(tick_at, _TICK)
+            waiting = bool(self._waiting and live)
+            if waiting and not applied and ai >= total and self._pending == 0:
+                logger.warning(
+                    "simulation stuck at t=%.0f: %d jobs wait and the policy starts none",
+                    t,
+                    self._waiting,
+                )
+                break
+            rules.ran(t, waiting)
+        self._absorb()  # what happened after the last round (completions), for the record
         self._next_arrival = ai
         if self._live:
             logger.warning(
@@ -209,10 +192,28 @@ class Simulation:
         if self._progress is not None:
             self._progress(len(self._done), total)
 
+    def _absorb(self) -> None:
+        """Take the executor's observations: the jobs that changed, the waiting count."""
+        dirty = self._dirty
+        record = self._record
+        waiting = _WAITING
+        for change in self.executor.observe():
+            if not isinstance(change, StateChange):
+                continue  # the simulated executor reports only state changes
+            if change.old in waiting:
+                self._waiting -= 1
+            if change.new in waiting:
+                self._waiting += 1
+            job = self._live.get(change.job_id)
+            if job is not None:
+                dirty[change.job_id] = job
+            if record:
+                self.events.append(change)
+
     def _round(self, now: float) -> int:
         self.rounds += 1
-        executor = self.executor
         views = self._views
+        self._absorb()
         # Running jobs report progress every ``progress_interval`` (a heartbeat); every
         # other view changes only when the executor changes the job.
         refresh = self._refresh
@@ -225,16 +226,17 @@ class Simulation:
             if job.version == version and job.state is running:
                 views[job.spec.id] = job.make_view(now)
                 refresh.append((now + every, job, version))
-        premium_waiting = self._premium_waiting
-        batch = self._batch  # premium jobs waiting are tracked only to stop batching
-        for jid, job in executor.dirty.items():
+        rules = self._rules
+        batching = rules.batching  # premium jobs waiting are tracked only to stop batching
+        dirty = self._dirty
+        for jid, job in dirty.items():
             if job.finish is None:
                 views[jid] = job.make_view(now)
                 if job.state is running:
                     refresh.append((now + every, job, job.version))
-                elif batch and job.spec.tier is _PREMIUM and job.state in _WAITING:
-                    premium_waiting.add(jid)
-        executor.dirty.clear()
+                elif batching and job.spec.tier is _PREMIUM and job.state in _WAITING:
+                    rules.premium_waiting(jid, True)
+        dirty.clear()
         snapshot = ClusterSnapshot(
             now=now,
             fleet=self._fleet,
@@ -245,45 +247,44 @@ class Simulation:
         )
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
-        plan = self._policy.schedule(snapshot)
-        actions = plan.diff(snapshot)
-        live = self._live
+        report = run_round(self._policy, snapshot, self.executor)
         applied = 0
-        for action in actions:
-            target = live.get(action.job_id)
-            if target is None:
-                raise PolicyActionError(
-                    f"policy {self._policy.name!r} acted on unknown job {action.job_id!r}"
-                )
-            if executor.apply(target, action):
+        for result in report.results:
+            outcome = result.outcome
+            if outcome is _APPLIED:
                 applied += 1
-            else:
+            elif outcome is _DEFERRED:
                 self.deferred += 1
-        if premium_waiting:
+            else:  # the simulated executor refuses only what a correct policy never asks
+                raise PolicyActionError(f"policy {self._policy.name!r}: {result.reason}")
+        self._absorb()
+        live = self._live
+        premium = rules.premium_waiting_ids()
+        if premium:
             # Those this round's actions started (or that are gone) wait no more.
-            for jid in [j for j in premium_waiting if j in executor.dirty or j not in live]:
+            for jid in [j for j in premium if j in dirty or j not in live]:
                 waiting = live.get(jid)
                 if waiting is None or waiting.state not in _WAITING:
-                    premium_waiting.discard(jid)
+                    rules.premium_waiting(jid, False)
         if debug:
             logger.debug(
                 "round %d t=%.1f jobs=%d actions=%d applied=%d took %.2f ms",
                 self.rounds,
                 now,
                 len(snapshot.jobs),
-                len(actions),
+                len(report.actions),
                 applied,
                 (time.perf_counter() - started) * 1e3,
             )
-            for action in actions:
+            for action in report.actions:
                 logger.debug("round %d: %r", self.rounds, action)
-            for jid, reason in plan.reasons.items():
+            for jid, reason in report.plan.reasons.items():
                 logger.debug("round %d: %s: %s", self.rounds, jid, reason)
         return applied
 
     def _finished(self, job: SimJob) -> None:
         jid = job.spec.id
-        self._premium_waiting.discard(jid)
+        self._rules.premium_waiting(jid, False)
         del self._live[jid]
         del self._views[jid]
         self._done.append(job)
@@ -415,5 +416,5 @@ def simulate(
         capacity=fleet.capacity,
         usage_times=tuple(sim.executor.usage_t),
         usage_devices=tuple(sim.executor.usage_n),
-        events=tuple(sim.executor.events),
+        events=tuple(sim.events),
     )

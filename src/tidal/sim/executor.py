@@ -1,7 +1,9 @@
 """The simulated executor: applies a plan's actions to simulated jobs and devices.
 
-It is the only simulated part besides the clock. Every state change goes through
-:func:`tidal.core.transition`. Costs come from :class:`~tidal.sim.costs.CostModel`:
+It implements :class:`tidal.core.execution.Executor`, as the service's Ray executor does,
+and is the only simulated part besides the clock. Every state change goes through
+:func:`tidal.core.transition` and is reported by :meth:`SimExecutor.observe`. Costs come from
+:class:`~tidal.sim.costs.CostModel`:
 
 - ``Start``: the job holds its devices in STARTING for the restart time (nothing on its
   first start), then RUNNING.
@@ -13,34 +15,40 @@ It is the only simulated part besides the clock. Every state change goes through
 - ``Resize``/``Migrate``: STOPPING for the checkpoint time holding the union of its old and
   new devices (per node, the larger count), then PREEMPTED → STARTING on the new devices
   for the restart time (+ ``resize_extra_s``), then RUNNING.
+- A stop whose checkpoint would end after the action's ``deadline`` ends at the deadline as
+  a kill instead (progress since the last checkpoint is lost).
+- ``Cancel``: a job holding devices releases them at once; CANCELLED.
+- An action decided for an older generation of its job is refused as stale.
 
 Devices a plan hands on from a job that is still checkpointing are not free yet: an action
 that needs them is deferred (not applied); the next round, when they are free, decides
-again. An action that would overcommit devices nobody is releasing is a policy bug and
-raises :class:`~tidal.sim.errors.PolicyActionError`.
+again. An action that would overcommit devices nobody is releasing, or that does not fit
+its job's state, is refused; the engine takes any refusal for a policy bug and raises
+:class:`~tidal.sim.errors.PolicyActionError`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from tidal.core import (
     EMPTY,
     Action,
+    Cancel,
     Fleet,
     JobState,
     Migrate,
     Placement,
     Resize,
     Start,
-    StateChange,
     Stop,
     transition,
 )
+from tidal.core.execution import ActionResult, Observation, Outcome
+from tidal.core.states import WAITING_STATES
 from tidal.sim.clock import SimClock
 from tidal.sim.costs import CostModel
-from tidal.sim.errors import PolicyActionError
 from tidal.sim.records import SimJob
 
 logger = logging.getLogger(__name__)
@@ -54,12 +62,25 @@ _RUNNING = JobState.RUNNING
 _STOPPING = JobState.STOPPING
 _PREEMPTED = JobState.PREEMPTED
 _SUCCEEDED = JobState.SUCCEEDED
+_CANCELLED = JobState.CANCELLED
+_APPLIED = Outcome.APPLIED
+_DEFERRED = Outcome.DEFERRED
+_REFUSED = Outcome.REFUSED
 
 Schedule = Callable[[float, int, SimJob], None]
 
 
+class _Refusal(Exception):
+    """An action that cannot be applied; its message is the reason."""
+
+
 class SimExecutor:
-    """Applies actions at the clock's current time and keeps the device books."""
+    """Applies actions at the clock's current time and keeps the device books.
+
+    ``jobs`` is the engine's table of live jobs by id (shared, not copied): the jobs the
+    actions name. Timed events (the ends of checkpoints and restarts, completions) are
+    handed to ``schedule`` and come back through :meth:`phase_end` and :meth:`finish`.
+    """
 
     def __init__(
         self,
@@ -67,44 +88,78 @@ class SimExecutor:
         costs: CostModel,
         clock: SimClock,
         schedule: Schedule,
-        record_events: bool = False,
+        jobs: Mapping[str, SimJob],
     ) -> None:
         self._fleet = fleet
         self._costs = costs
         self._clock = clock
         self._schedule = schedule
-        self._record = record_events
+        self._jobs = jobs
         self.free: dict[str, int] = {n.name: n.devices for n in fleet.nodes}
-        self._types = {n.name: n.device_type for n in fleet.nodes}
         self.allocated = 0
         self.usage_t: list[float] = [clock.now()]
         self.usage_n: list[int] = [0]
-        self.events: list[StateChange] = []
-        self.running: dict[str, SimJob] = {}
-        self.dirty: dict[str, SimJob] = {}
-        self.waiting = 0
+        self._changes: list[Observation] = []
         self._stopping: dict[str, SimJob] = {}
+
+    # --- the Executor protocol ---------------------------------------------------------
+
+    def apply(self, actions: Sequence[Action]) -> list[ActionResult]:
+        """Apply ``actions`` in order, now."""
+        results: list[ActionResult] = []
+        jobs = self._jobs
+        now = self._clock.now()
+        for action in actions:
+            job = jobs.get(action.job_id)
+            if job is None:
+                results.append(ActionResult(action, _REFUSED, f"unknown job {action.job_id!r}"))
+                continue
+            if action.generation != job.generation:
+                results.append(
+                    ActionResult(
+                        action,
+                        _REFUSED,
+                        f"stale: job {job.id!r} is at generation {job.generation}, "
+                        f"the action was decided at {action.generation}",
+                    )
+                )
+                continue
+            job.settle(now)
+            try:
+                done = self._apply(job, action)
+            except _Refusal as refusal:
+                results.append(ActionResult(action, _REFUSED, str(refusal)))
+                continue
+            results.append(ActionResult(action, _APPLIED if done else _DEFERRED))
+        return results
+
+    def observe(self) -> list[Observation]:
+        """The state changes since the last call, oldest first."""
+        changes = self._changes
+        self._changes = []
+        return changes
 
     # --- actions -----------------------------------------------------------------------
 
-    def apply(self, job: SimJob, action: Action) -> bool:
-        """Apply ``action`` to ``job`` now. False if it had to be deferred."""
-        job.settle(self._clock.now())
+    def _apply(self, job: SimJob, action: Action) -> bool:
+        """Apply ``action`` to ``job``: False if it had to be deferred."""
         if isinstance(action, Start):
             return self._start(job, action.placement, action.reason)
         if isinstance(action, Stop):
-            self._stop(job, action.checkpoint, action.reason)
+            self._stop(job, action.checkpoint, action.reason, action.deadline)
             return True
         if isinstance(action, Resize):
-            return self._move(job, action.new, True, action.reason)
+            return self._move(job, action.new, True, action.reason, action.deadline)
         if isinstance(action, Migrate):
-            return self._move(job, action.new, False, action.reason)
-        raise PolicyActionError(f"unknown action {action!r}")
+            return self._move(job, action.new, False, action.reason, action.deadline)
+        if isinstance(action, Cancel):
+            self._cancel(job, action.reason)
+            return True
+        raise _Refusal(f"unknown action {action!r}")
 
     def _start(self, job: SimJob, placement: Placement, reason: str) -> bool:
-        if job.state is not _PENDING and job.state is not _PREEMPTED:
-            raise PolicyActionError(f"Start for job {job.id!r} in state {job.state.value}")
-        self._check(job, placement)
+        if job.state not in WAITING_STATES:
+            raise _Refusal(f"Start for job {job.id!r} in state {job.state.value}")
         if not self._take(job, placement.parts):
             return False
         now = self._clock.now()
@@ -119,10 +174,10 @@ class SimExecutor:
         self._begin_starting(job, delay)
         return True
 
-    def _stop(self, job: SimJob, checkpoint: bool, reason: str) -> None:
+    def _stop(self, job: SimJob, checkpoint: bool, reason: str, deadline: float) -> None:
         state = job.state
         if state is not _RUNNING and state is not _STARTING:
-            raise PolicyActionError(f"Stop for job {job.id!r} in state {state.value}")
+            raise _Refusal(f"Stop for job {job.id!r} in state {state.value}")
         job.preemptions += 1
         job.version += 1
         job.rate = 0.0
@@ -130,20 +185,36 @@ class SimExecutor:
         if state is not _RUNNING:  # nothing done since the last checkpoint
             self._stopped(job, committed=False)
         elif not checkpoint:
-            job.killed_s += job.since_ckpt_s
-            job.since_ckpt_s = 0.0
-            job.work_done = job.ckpt_work
+            self._lose_uncommitted(job)
             self._stopped(job, committed=False)
         else:
             job.next_placement = None
-            self._pause(job, self._costs.checkpoint_time(job.spec))
+            self._pause(job, self._costs.checkpoint_time(job.spec), deadline)
 
-    def _move(self, job: SimJob, new: Placement, resize: bool, reason: str) -> bool:
+    def _cancel(self, job: SimJob, reason: str) -> None:
+        state = job.state
+        why = reason or "cancelled"
+        if state.is_terminal:
+            raise _Refusal(f"Cancel for job {job.id!r}, which is already {state.value}")
+        job.version += 1
+        job.rate = 0.0
+        self._stopping.pop(job.id, None)
+        if state.holds_devices:
+            if state is not _STOPPING:
+                self._move_state(job, _STOPPING, why)
+            self._release(job.placement.parts)
+            self._set_placement(job, EMPTY)
+            job.next_placement = None
+            job.placed_at = None
+        self._move_state(job, _CANCELLED, why)
+
+    def _move(
+        self, job: SimJob, new: Placement, resize: bool, reason: str, deadline: float
+    ) -> bool:
         state = job.state
         if state is not _RUNNING and state is not _STARTING:
             what = "Resize" if resize else "Migrate"
-            raise PolicyActionError(f"{what} for job {job.id!r} in state {state.value}")
-        self._check(job, new)
+            raise _Refusal(f"{what} for job {job.id!r} in state {state.value}")
         old = job.placement
         if new == old:
             return True
@@ -166,7 +237,7 @@ class SimExecutor:
         job.next_placement = new
         self._move_state(job, _STOPPING, reason or ("resize" if resize else "migrate"))
         if state is _RUNNING:
-            self._pause(job, self._costs.checkpoint_time(job.spec))
+            self._pause(job, self._costs.checkpoint_time(job.spec), deadline)
         else:
             self._moved(job, committed=False)
         return True
@@ -183,10 +254,14 @@ class SimExecutor:
             self._run(job)
             return False
         held = job.size
+        committed = not job.kill_at_phase_end
+        if not committed:  # the stop ran out of time: killed at its deadline
+            job.kill_at_phase_end = False
+            self._lose_uncommitted(job)
         if job.next_placement is not None:
-            self._moved(job, committed=True)
+            self._moved(job, committed=committed)
         else:
-            self._stopped(job, committed=True)
+            self._stopped(job, committed=committed)
         return job.size < held
 
     def finish(self, job: SimJob, version: int) -> bool:
@@ -198,15 +273,26 @@ class SimExecutor:
         job.work_done = job.spec.work
         job.finish = now
         job.version += 1
-        self._move_state(job, _SUCCEEDED, "work done")
         self._release(job.placement.parts)
         self._set_placement(job, EMPTY)
+        self._move_state(job, _SUCCEEDED, "work done")
         return True
 
-    def _pause(self, job: SimJob, delay: float) -> None:
+    def _pause(self, job: SimJob, delay: float, deadline: float) -> None:
+        now = self._clock.now()
+        if now + delay > deadline:  # the checkpoint would finish too late: kill then
+            delay = max(0.0, deadline - now)
+            job.kill_at_phase_end = True
         if delay > 0.0:
             self._stopping[job.id] = job
-            self._schedule(self._clock.now() + delay, PHASE_END, job)
+            self._schedule(now + delay, PHASE_END, job)
+        elif job.kill_at_phase_end:
+            job.kill_at_phase_end = False
+            self._lose_uncommitted(job)
+            if job.next_placement is not None:
+                self._moved(job, committed=False)
+            else:
+                self._stopped(job, committed=False)
         elif job.next_placement is not None:
             self._moved(job, committed=True)
         else:
@@ -228,6 +314,12 @@ class SimExecutor:
         when = self._clock.now() + (remaining / job.rate if remaining > 0.0 else 0.0)
         self._schedule(when, FINISH, job)
 
+    def _lose_uncommitted(self, job: SimJob) -> None:
+        """A kill: the job falls back to its last checkpoint."""
+        job.killed_s += job.since_ckpt_s
+        job.since_ckpt_s = 0.0
+        job.work_done = job.ckpt_work
+
     def _committed(self, job: SimJob) -> None:
         job.last_checkpoint_at = self._clock.now()
         job.ckpt_work = job.work_done
@@ -237,10 +329,10 @@ class SimExecutor:
         self._stopping.pop(job.id, None)
         if committed:
             self._committed(job)
-        self._move_state(job, _PREEMPTED, "checkpointed" if committed else "stopped")
         self._release(job.placement.parts)
         self._set_placement(job, EMPTY)
         job.placed_at = None
+        self._move_state(job, _PREEMPTED, "checkpointed" if committed else "stopped")
 
     def _moved(self, job: SimJob, committed: bool) -> None:
         self._stopping.pop(job.id, None)
@@ -248,7 +340,7 @@ class SimExecutor:
             self._committed(job)
         new = job.next_placement or EMPTY
         job.next_placement = None
-        self._move_state(job, _PREEMPTED, "checkpointed for move" if committed else "moving")
+        self._move_state(job, _PREEMPTED, "checkpointed for move" if committed else "moving", EMPTY)
         keep = dict(new.parts)
         self._release((n, c - keep.get(n, 0)) for n, c in job.placement.parts)
         self._set_placement(job, new)
@@ -258,42 +350,28 @@ class SimExecutor:
 
     # --- books -------------------------------------------------------------------------
 
-    def _move_state(self, job: SimJob, new: JobState, reason: str) -> None:
-        old = job.state
-        change = transition(job.spec.id, old, new, self._clock.now(), reason)
+    def _move_state(
+        self, job: SimJob, new: JobState, reason: str, placement: Placement | None = None
+    ) -> None:
+        """Change ``job``'s state (through :func:`transition`) and report it; the change
+        names ``placement``, by default what the job holds now."""
+        generation = job.generation + 1
+        change = transition(
+            job.spec.id,
+            job.state,
+            new,
+            self._clock.now(),
+            reason,
+            generation,
+            job.placement if placement is None else placement,
+        )
         job.state = new
-        if self._record:
-            self.events.append(change)
-        jid = job.spec.id
-        if old is _RUNNING:
-            del self.running[jid]
-        elif new is _RUNNING:
-            self.running[jid] = job
-        # Identity tests: hashing an Enum member runs Python code.
-        if old is _PENDING or old is _PREEMPTED:
-            self.waiting -= 1
-        elif new is _PREEMPTED:
-            self.waiting += 1
-        self.dirty[jid] = job
+        job.generation = generation
+        self._changes.append(change)
 
     def _set_placement(self, job: SimJob, placement: Placement) -> None:
         job.placement = placement
         job.size = placement.size
-
-    def _check(self, job: SimJob, placement: Placement) -> None:
-        spec = job.spec
-        if placement.size not in spec.sizes:
-            raise PolicyActionError(
-                f"job {spec.id!r}: {placement.size} devices is not an allowed size {spec.sizes}"
-            )
-        for node, _ in placement.parts:
-            kind = self._types.get(node)
-            if kind != spec.device_type:
-                raise PolicyActionError(
-                    f"job {spec.id!r} placed on node {node!r}, which "
-                    + ("does not exist" if kind is None else f"has {kind!r} devices")
-                    + f"; it needs {spec.device_type!r}"
-                )
 
     def _take(self, job: SimJob, parts: Iterable[tuple[str, int]]) -> bool:
         parts = tuple(parts)
@@ -305,7 +383,7 @@ class SimExecutor:
                 if count <= have + draining:
                     logger.debug("deferred job %s: node %s releases devices soon", job.id, node)
                     return False
-                raise PolicyActionError(
+                raise _Refusal(
                     f"job {job.id!r} needs {count} devices on node {node!r} but only {have} are "
                     f"free ({draining} being released): the plan overcommits the node"
                 )

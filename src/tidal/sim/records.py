@@ -19,7 +19,9 @@ class SimJob:
         "ckpt_work",
         "finish",
         "first_start",
+        "generation",
         "held_s",
+        "kill_at_phase_end",
         "killed_s",
         "last_checkpoint_at",
         "last_t",
@@ -63,6 +65,8 @@ class SimJob:
         self.finish: float | None = None
         self.next_placement: Placement | None = None  # set while checkpointing for a move
         self.version = 0  # bumped to invalidate scheduled events
+        self.generation = 0  # state changes so far (actions carry the one they were made for)
+        self.kill_at_phase_end = False  # a stop that ran into its deadline ends as a kill
         self.view: JobView | None = None
 
     @property
@@ -101,6 +105,7 @@ class SimJob:
             self.placed_at,
             self.last_checkpoint_at,
             self.preemptions,
+            self.generation,
         )
         self.view = view
         return view

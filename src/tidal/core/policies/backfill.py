@@ -32,6 +32,7 @@ class BackfillPolicy:
 
     name = "fifo-backfill"
     tick: float | None = None
+    round_interval: float | None = None
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         running, waiting, stopping = split_jobs(snapshot)

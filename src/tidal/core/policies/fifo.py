@@ -19,6 +19,7 @@ class FifoPolicy:
 
     name = "fifo"
     tick: float | None = None
+    round_interval: float | None = None
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         running, waiting, stopping = split_jobs(snapshot)

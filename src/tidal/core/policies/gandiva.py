@@ -42,6 +42,7 @@ class GandivaPolicy:
             raise SpecError(f"gandiva: tick must be > 0 seconds, got {tick}")
         self.quantum = float(quantum)
         self.tick: float | None = tick if tick is not None else self.quantum / 2
+        self.round_interval: float | None = None
 
     def _key(self, view: JobView, now: float) -> tuple[int, float, str]:
         if view.placement:

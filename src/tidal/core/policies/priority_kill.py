@@ -37,6 +37,7 @@ class PriorityKillPolicy:
 
     name = "priority-kill"
     tick: float | None = None
+    round_interval: float | None = None
 
     def schedule(self, snapshot: ClusterSnapshot) -> Plan:
         running, waiting, stopping = split_jobs(snapshot)

@@ -57,6 +57,7 @@ class TiresiasPolicy:
         self.thresholds = limits
         self.promote_knob = promote_knob
         self.tick = tick
+        self.round_interval: float | None = None
 
     def queue_of(self, view: JobView, now: float) -> int:
         queue = bisect_right(self.thresholds, view.attained)
