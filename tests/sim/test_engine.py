@@ -66,6 +66,32 @@ def test_checkpointed_preemption_exact_lost_time() -> None:
     assert m.utilization == pytest.approx((260 + 100) / (2 * 180))
 
 
+def test_a_stop_past_its_grace_is_a_kill() -> None:
+    # As above, but a may take only 4 s to stop while its checkpoint takes 10: it is killed
+    # at 34, losing the 60 device-s it did since its start; b starts then (34..84); a
+    # restarts 84..104 from scratch and runs 104..204.
+    fleet = Fleet.uniform(1, 2)
+    jobs = [job("a", 2, 100.0), job("b", 2, 50.0, submit=30.0, tier=Tier.PREMIUM)]
+    result = simulate(
+        jobs,
+        fleet,
+        Scripted(_preempt_a_for_b),
+        costs(checkpoint=10, restart=20),
+        stop_grace=4.0,
+        record_events=True,
+    )
+    a, b = result.job("a"), result.job("b")
+    assert (b.first_start, b.finish) == (34.0, 84.0)
+    assert a.finish == pytest.approx(204.0)
+    assert a.held_s == pytest.approx(2 * 34 + 2 * 120)
+    assert a.running_s == pytest.approx(60 + 200)
+    assert a.lost_s == pytest.approx(308 - 260 + 60)
+    stopped = [e for e in result.events if e.job_id == "a" and e.new is JobState.PREEMPTED]
+    assert [(e.at, e.reason) for e in stopped] == [(34.0, "stopped")]
+    with pytest.raises(SimError, match="stop_grace must be a number of seconds >= 0"):
+        simulate(jobs, fleet, Scripted(_preempt_a_for_b), stop_grace=-1.0)
+
+
 def test_kill_loses_progress_and_restart_time() -> None:
     # a is killed at 30 (60 device-s of work lost), b runs 30..80 at once, a restarts from
     # scratch 80..100 (restart 20 s) and runs all 100 s, 100..200.

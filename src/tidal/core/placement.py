@@ -46,6 +46,15 @@ class Placement:
     def nodes(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.parts)
 
+    def union(self, other: Placement) -> Placement:
+        """Per node, the larger of the two counts: what a job holds while it moves from
+        one placement to the other."""
+        counts = dict(self.parts)
+        for node, count in other.parts:
+            if count > counts.get(node, 0):
+                counts[node] = count
+        return Placement.of(counts)
+
     def as_dict(self) -> dict[str, int]:
         return dict(self.parts)
 

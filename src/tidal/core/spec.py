@@ -38,6 +38,7 @@ class JobSpec:
     work: float = 0.0
     checkpoint_bytes: int = 0
     declared_work: float | None = None
+    max_restarts: int = 3
     sizes: tuple[int, ...] = field(init=False, repr=False, compare=False)
     estimate: float = field(init=False, repr=False, compare=False)
 
@@ -64,6 +65,8 @@ class JobSpec:
             raise SpecError(
                 f"job {self.id!r}: checkpoint_bytes must be >= 0, got {self.checkpoint_bytes}"
             )
+        if self.max_restarts < 0:
+            raise SpecError(f"job {self.id!r}: max_restarts must be >= 0, got {self.max_restarts}")
         low = self.world if self.tier is Tier.PREMIUM else self.min_devices
         sizes = divisors_between(self.world, low, self.world)
         if not sizes:  # min_devices above every divisor below W cannot happen (W divides W)

@@ -85,8 +85,10 @@ class Simulation:
         until: float,
         progress: Progress | None,
         record_events: bool,
+        stop_grace: float | None = None,
     ) -> None:
         self._specs = sorted(jobs, key=lambda s: s.submit_time)
+        self._stop_grace = math.inf if stop_grace is None else stop_grace
         self._fleet = fleet
         self._policy = policy
         self._quotas = quotas
@@ -247,7 +249,9 @@ class Simulation:
         )
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.perf_counter() if debug else 0.0
-        report = run_round(self._policy, snapshot, self.executor)
+        report = run_round(
+            self._policy, snapshot, self.executor, stop_deadline=now + self._stop_grace
+        )
         applied = 0
         for result in report.results:
             outcome = result.outcome
@@ -347,6 +351,7 @@ def simulate(
     until: float | None = None,
     progress: Progress | None = None,
     record_events: bool = False,
+    stop_grace: float | None = None,
 ) -> SimResult:
     """Run ``policy`` (an instance or a registered name) over ``jobs`` on ``fleet``.
 
@@ -356,6 +361,9 @@ def simulate(
     jobs report progress to the scheduler (0: exact in every round). ``until``
     stops the clock early (unfinished jobs are reported as such). ``progress`` is called
     with ``(completed, total)`` now and then. ``record_events`` keeps every state change.
+    ``stop_grace`` is the seconds a stop may take before it becomes a kill (default: no
+    limit); a job whose checkpoint would take longer is killed then and loses its progress
+    since its last checkpoint.
     """
     specs = list(jobs)
     if isinstance(policy, str):
@@ -368,6 +376,8 @@ def simulate(
     ):
         if not math.isfinite(value) or value < 0:
             raise SimError(f"{name} must be a finite number >= 0, got {value!r}")
+    if stop_grace is not None and (math.isnan(stop_grace) or stop_grace < 0):
+        raise SimError(f"stop_grace must be a number of seconds >= 0, got {stop_grace!r}")
     horizon = math.inf if until is None else until
     if quotas is None:
         quotas = proportional_quotas(specs, fleet)
@@ -397,6 +407,7 @@ def simulate(
             horizon,
             progress,
             record_events,
+            stop_grace,
         )
         sim.run()
         results = sim.results()
