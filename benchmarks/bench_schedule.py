@@ -81,12 +81,22 @@ def make_snapshot(devices: int, seed: int, per_node: int = 8) -> ClusterSnapshot
             state = JobState.STOPPING if rng.random() < 0.01 else JobState.RUNNING
             placed = now - rng.uniform(0, 7_200)
             jobs.append(
-                JobView(spec, state, placement, done, done, placed, placed, rng.randrange(3))
+                JobView(
+                    spec,
+                    state,
+                    placement,
+                    done,
+                    done,
+                    placed,
+                    placed,
+                    rng.randrange(3),
+                    estimate=spec.work,  # jobs declare their length exactly
+                )
             )
         else:
             state = JobState.PREEMPTED if done > 0 and rng.random() < 0.5 else JobState.PENDING
             done = done if state is JobState.PREEMPTED else 0.0
-            jobs.append(JobView(spec, state, work_done=done, attained=done))
+            jobs.append(JobView(spec, state, work_done=done, attained=done, estimate=spec.work))
     return ClusterSnapshot(now=now, fleet=fleet, jobs=tuple(jobs), round_id=seed)
 
 

@@ -56,7 +56,9 @@ def running(
     state: JobState = JobState.RUNNING,
     ckpt_at: float | None = None,
 ) -> JobView:
-    return JobView(s, state, Placement.of(placement), done, attained, placed_at, ckpt_at)
+    return JobView(
+        s, state, Placement.of(placement), done, attained, placed_at, ckpt_at, estimate=s.estimate
+    )
 
 
 def waiting(
@@ -67,7 +69,14 @@ def waiting(
     state: JobState = JobState.PENDING,
     ckpt_at: float | None = None,
 ) -> JobView:
-    return JobView(s, state, work_done=done, attained=attained, last_checkpoint_at=ckpt_at)
+    return JobView(
+        s,
+        state,
+        work_done=done,
+        attained=attained,
+        last_checkpoint_at=ckpt_at,
+        estimate=s.estimate,
+    )
 
 
 def snap(

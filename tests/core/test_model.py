@@ -80,10 +80,12 @@ def test_policies_see_declared_work_left() -> None:
     assert exact.estimate == 400.0
     told = JobSpec("j", "a", Tier.STANDARD, 4, 0.0, work=400.0, declared_work=100.0)
     assert told.estimate == 100.0 and told.work == 400.0
-    assert JobView(exact, work_done=40.0).remaining == 360.0
-    assert JobView(told, work_done=40.0).remaining == 60.0
-    assert JobView(told, work_done=100.0).remaining == 0.0
-    assert JobView(told, work_done=250.0).remaining == 250.0  # outran it: taken as halfway
+    assert JobView(exact, work_done=40.0, estimate=exact.estimate).remaining == 360.0
+    assert JobView(told, work_done=40.0, estimate=told.estimate).remaining == 60.0
+    assert JobView(told, work_done=100.0, estimate=told.estimate).remaining == 0.0
+    # Outran it, or declared nothing: taken as halfway.
+    assert JobView(told, work_done=250.0, estimate=told.estimate).remaining == 250.0
+    assert JobView(told, work_done=70.0).remaining == 70.0
 
 
 @pytest.mark.parametrize(

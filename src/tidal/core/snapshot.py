@@ -28,6 +28,11 @@ class JobView:
     job's state changes: actions carry it, and executors refuse an action decided for an
     older generation.
 
+    ``estimate`` is the job's total work as far as anyone can tell, in device-seconds at W
+    devices, or ``None`` when the job declared nothing: the simulator passes what the trace
+    job declares, the service the declared length (hours, or steps times the measured time
+    per step). Policies that read it say so (docs/policies.md).
+
     Cost hints, filled by whoever builds the snapshot (the simulator from its cost model,
     the service from measured times): ``stop_cost`` is the seconds a stop at a consistent
     cut takes until the devices are free (reaching a step boundary and writing the
@@ -47,6 +52,7 @@ class JobView:
     generation: Final[int]
     stop_cost: Final[float]
     restart_cost: Final[float]
+    estimate: Final[float | None]
 
     def __init__(
         self,
@@ -61,6 +67,7 @@ class JobView:
         generation: int = 0,
         stop_cost: float = 0.0,
         restart_cost: float = 0.0,
+        estimate: float | None = None,
     ) -> None:
         self.spec = spec
         self.state = state
@@ -73,6 +80,7 @@ class JobView:
         self.generation = generation
         self.stop_cost = stop_cost
         self.restart_cost = restart_cost
+        self.estimate = estimate
 
     @property
     def id(self) -> str:
@@ -84,13 +92,15 @@ class JobView:
 
     @property
     def remaining(self) -> float:
-        """Work left as the job declared it (``spec.estimate`` less ``work_done``), in
-        device-seconds at W devices. A job that has outrun its estimate is taken to be
-        halfway: as much again as it has done (it is not done, and run times are heavy-
-        tailed), rather than 0, which would leave it never growing and never on a
-        critical path."""
+        """Work left as far as anyone can tell (``estimate`` less ``work_done``), in
+        device-seconds at W devices. A job with no estimate, or one that has outrun its
+        estimate, is taken to be halfway: as much again as it has done (it is not done, and
+        run times are heavy-tailed), rather than 0, which would leave it never growing and
+        never on a critical path."""
         done = self.work_done
-        estimate = self.spec.estimate
+        estimate = self.estimate
+        if estimate is None:
+            return done
         return estimate - done if done <= estimate else done
 
     @property

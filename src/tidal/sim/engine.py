@@ -89,6 +89,7 @@ class Simulation:
     ) -> None:
         self._specs = sorted(jobs, key=lambda s: s.submit_time)
         self._stop_grace = math.inf if stop_grace is None else stop_grace
+        self._costs = costs
         self._fleet = fleet
         self._policy = policy
         self._quotas = quotas
@@ -139,6 +140,7 @@ class Simulation:
         views = self._views
         rules = self._rules
         batching = rules.batching
+        costs = self._costs
         pop = heapq.heappop
         ai = 0
         while True:
@@ -153,7 +155,7 @@ class Simulation:
             while ai < total and specs[ai].submit_time == t:
                 spec = specs[ai]
                 ai += 1
-                job = SimJob(spec)
+                job = SimJob(spec, costs.checkpoint_time(spec), costs.restart_time(spec))
                 live[spec.id] = job
                 views[spec.id] = job.make_view(t)
                 self._waiting += 1

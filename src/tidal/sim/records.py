@@ -32,18 +32,22 @@ class SimJob:
         "preemptions",
         "rate",
         "resizes",
+        "restart_cost",
         "running_s",
         "since_ckpt_s",
         "size",
         "spec",
         "state",
+        "stop_cost",
         "version",
         "view",
         "work_done",
     )
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, stop_cost: float = 0.0, restart_cost: float = 0.0) -> None:
         self.spec = spec
+        self.stop_cost = stop_cost  # the cost model's hints to the policy, in seconds
+        self.restart_cost = restart_cost
         self.state = JobState.PENDING
         self.placement: Placement = EMPTY
         self.size = 0  # devices held (placement.size), cached
@@ -106,6 +110,9 @@ class SimJob:
             self.last_checkpoint_at,
             self.preemptions,
             self.generation,
+            self.stop_cost,
+            self.restart_cost,
+            self.spec.estimate,
         )
         self.view = view
         return view
