@@ -44,7 +44,7 @@ _RUNNING = JobState.RUNNING
 _STOPPING = JobState.STOPPING
 
 
-class JobRecord:
+class LiveJob:
     """Where one live job stands (mutable; only :class:`JobBook` changes it)."""
 
     __slots__ = (
@@ -124,33 +124,33 @@ class JobBook:
     """Every live job's record, by id, and the lifecycle steps (see the module docs)."""
 
     def __init__(self) -> None:
-        self._records: dict[str, JobRecord] = {}
+        self._records: dict[str, LiveJob] = {}
         self._changes: list[Observation] = []
 
     # --- the table ---------------------------------------------------------------------
 
-    def add(self, spec: JobSpec, now: float) -> JobRecord:
+    def add(self, spec: JobSpec, now: float) -> LiveJob:
         if spec.id in self._records:
             raise TransitionError(f"job {spec.id!r} is already in the book")
-        record = self._records[spec.id] = JobRecord(spec, now)
+        record = self._records[spec.id] = LiveJob(spec, now)
         return record
 
-    def adopt(self, record: JobRecord) -> None:
+    def adopt(self, record: LiveJob) -> None:
         """Take over a record rebuilt from the store (after a restart of the service)."""
         if record.id in self._records:
             raise TransitionError(f"job {record.id!r} is already in the book")
         self._records[record.id] = record
 
-    def get(self, job_id: str) -> JobRecord | None:
+    def get(self, job_id: str) -> LiveJob | None:
         return self._records.get(job_id)
 
-    def __getitem__(self, job_id: str) -> JobRecord:
+    def __getitem__(self, job_id: str) -> LiveJob:
         return self._records[job_id]
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._records
 
-    def __iter__(self) -> Iterator[JobRecord]:
+    def __iter__(self) -> Iterator[LiveJob]:
         return iter(self._records.values())
 
     def __len__(self) -> int:
@@ -185,7 +185,7 @@ class JobBook:
     # --- lifecycle steps ---------------------------------------------------------------
 
     def _move(
-        self, record: JobRecord, new: JobState, now: float, reason: str, placement: Placement
+        self, record: LiveJob, new: JobState, now: float, reason: str, placement: Placement
     ) -> None:
         record.settle(now)
         generation = record.generation + 1
@@ -195,7 +195,7 @@ class JobBook:
         record.placement = placement
         self._changes.append(change)
 
-    def start(self, record: JobRecord, placement: Placement, now: float, reason: str) -> None:
+    def start(self, record: LiveJob, placement: Placement, now: float, reason: str) -> None:
         """A waiting job is being started on ``placement`` (its workers are launching)."""
         if record.state not in WAITING_STATES:
             raise TransitionError(f"job {record.id!r}: cannot start from {record.state.value}")
@@ -204,14 +204,14 @@ class JobBook:
         record.stop_deadline = NO_DEADLINE
         self._move(record, _STARTING, now, reason or "start", placement)
 
-    def running(self, record: JobRecord, now: float, reason: str = "workers running") -> None:
+    def running(self, record: LiveJob, now: float, reason: str = "workers running") -> None:
         """Every worker of a starting job is up."""
         if record.state is _STARTING:
             self._move(record, _RUNNING, now, reason, record.placement)
 
     def stop(
         self,
-        record: JobRecord,
+        record: LiveJob,
         now: float,
         reason: str,
         deadline: float = NO_DEADLINE,
@@ -230,7 +230,7 @@ class JobBook:
         )
         self._move(record, _STOPPING, now, reason or "stop", held)
 
-    def stopped(self, record: JobRecord, now: float, committed: bool, reason: str = "") -> None:
+    def stopped(self, record: LiveJob, now: float, committed: bool, reason: str = "") -> None:
         """A stopping job's workers are gone; ``committed``: at a new checkpoint (else it
         resumes from its last one). It is then PREEMPTED, or CANCELLED if it was being
         cancelled, or STARTING at its next placement if it was moving."""
@@ -251,7 +251,7 @@ class JobBook:
         if nxt is not None:
             self.start(record, nxt, now, "restarting after move")
 
-    def overdue(self, now: float) -> list[JobRecord]:
+    def overdue(self, now: float) -> list[LiveJob]:
         """Stopping jobs whose deadline has passed: the executor kills their workers and
         reports them :meth:`stopped` without a commit."""
         return [
@@ -260,7 +260,7 @@ class JobBook:
             if r.state is _STOPPING and not math.isinf(r.stop_deadline) and now >= r.stop_deadline
         ]
 
-    def cancel(self, record: JobRecord, now: float, reason: str) -> bool:
+    def cancel(self, record: LiveJob, now: float, reason: str) -> bool:
         """End the job for good. True if it holds workers the executor must stop first
         (it is then STOPPING, and :meth:`stopped` makes it CANCELLED)."""
         state = record.state
@@ -277,7 +277,7 @@ class JobBook:
             self._move(record, _STOPPING, now, why, record.placement)
         return True
 
-    def exited(self, record: JobRecord, now: float, code: int, detail: str = "") -> None:
+    def exited(self, record: LiveJob, now: float, code: int, detail: str = "") -> None:
         """The job's workers are gone: ``code`` is the first non-zero exit code among
         them, or 0 if every worker exited 0."""
         state = record.state
@@ -304,7 +304,7 @@ class JobBook:
             return
         self.failed(record, now, what, counted=True)
 
-    def failed(self, record: JobRecord, now: float, reason: str, counted: bool) -> None:
+    def failed(self, record: LiveJob, now: float, reason: str, counted: bool) -> None:
         """The job's workers failed or were lost: RESTARTING from its last checkpoint, or
         FAILED once ``counted`` failures exceed its restarts."""
         if counted:
@@ -324,7 +324,7 @@ class JobBook:
         record.stop_deadline = NO_DEADLINE
         self._move(record, JobState.RESTARTING, now, reason, EMPTY)
 
-    def node_lost(self, record: JobRecord, now: float, node: str) -> None:
+    def node_lost(self, record: LiveJob, now: float, node: str) -> None:
         """A node the job runs on left the fleet: restart it elsewhere (not counted)."""
         state = record.state
         if state is _STOPPING:
@@ -332,12 +332,12 @@ class JobBook:
         elif state in ACTIVE_STATES:
             self.failed(record, now, f"node {node} left the fleet", counted=False)
 
-    def progress(self, record: JobRecord, now: float, step: int, work_done: float) -> None:
+    def progress(self, record: LiveJob, now: float, step: int, work_done: float) -> None:
         record.settle(now)
         record.step = step
         record.work_done = work_done
 
-    def committed(self, record: JobRecord, now: float, step: int) -> None:
+    def committed(self, record: LiveJob, now: float, step: int) -> None:
         record.last_checkpoint_at = now
         record.last_step = step
 
@@ -350,4 +350,4 @@ def _describe(code: int) -> str:
     return f"code {code}"
 
 
-__all__ = ["EXIT_OK", "EXIT_PREEMPTED", "EXIT_REFUSED", "JobBook", "JobRecord"]
+__all__ = ["EXIT_OK", "EXIT_PREEMPTED", "EXIT_REFUSED", "JobBook", "LiveJob"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from tidal.core.actions import Action, Cancel, Migrate, Resize, Start, Stop
-from tidal.core.book import EXIT_PREEMPTED, JobBook, JobRecord
+from tidal.core.book import EXIT_PREEMPTED, JobBook, LiveJob
 from tidal.core.errors import TransitionError
 from tidal.core.execution import (
     ActionResult,
@@ -99,7 +99,7 @@ class FakeExecutor:
 
     # --- actions -----------------------------------------------------------------------
 
-    def _apply(self, record: JobRecord, action: Action) -> Outcome:
+    def _apply(self, record: LiveJob, action: Action) -> Outcome:
         now = self._clock.now()
         book = self.book
         if isinstance(action, Start):
@@ -126,7 +126,7 @@ class FakeExecutor:
             book.stopped(record, now, committed=False)
         return Outcome.APPLIED
 
-    def _fits(self, record: JobRecord, placement: Placement) -> bool:
+    def _fits(self, record: LiveJob, placement: Placement) -> bool:
         if self._capacity is None:
             return True
         used: dict[str, int] = {}
