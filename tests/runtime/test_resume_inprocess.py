@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from splice_support import make_objects, mismatches, small_dataset, train_with_tidal
 
 import tidal
+from tests.runtime.splice_support import make_objects, mismatches, small_dataset, train_with_tidal
 from tidal.runtime import api
 from tidal.runtime.errors import SettingsError
 from tidal.runtime.settings import ReduceMode, RuntimeSettings

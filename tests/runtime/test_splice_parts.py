@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from tidal.runtime.rng import MAIN, RNGState, StreamSwitcher, capture
-from tidal.runtime.status import JobState, StatusFile
-from tidal.runtime.tree import Node, PairwiseStack, combine, frontier, padded_size
-from tidal.runtime.wrap import Patches
+from tidal.runtime.reduction.tree import Node, PairwiseStack, combine, frontier, padded_size
+from tidal.runtime.session.status import JobState, StatusFile
+from tidal.runtime.splicing.rng import MAIN, RNGState, StreamSwitcher, capture
+from tidal.runtime.splicing.wrap import Patches
 
 
 def expression(world: int, workers: int) -> str:

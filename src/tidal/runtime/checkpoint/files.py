@@ -1,6 +1,6 @@
 """Durable file primitives for checkpoints: layout names, fsync, atomic writes, checksums.
 
-Nothing here knows about PyTorch; :mod:`tidal.runtime._ckpt_state` turns state into
+Nothing here knows about PyTorch; :mod:`tidal.runtime.checkpoint.tensors` turns state into
 files and :mod:`tidal.runtime.checkpoint` coordinates workers through these files.
 """
 

@@ -12,19 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from tidal.runtime.data import SplicedLoader, move_to_device
 from tidal.runtime.errors import SplicingError
-from tidal.runtime.grads import Micro
-from tidal.runtime.rng import MAIN, capture, restore
-from tidal.runtime.state import poll_async_checkpoint, save_checkpoint
-from tidal.runtime.status import JobState
-
-if TYPE_CHECKING:
-    from tidal.runtime.context import RuntimeContext
+from tidal.runtime.session.context import RuntimeContext
+from tidal.runtime.session.state import poll_async_checkpoint, save_checkpoint
+from tidal.runtime.session.status import JobState
+from tidal.runtime.splicing.data import SplicedLoader, move_to_device
+from tidal.runtime.splicing.grads import Micro
+from tidal.runtime.splicing.rng import MAIN, capture, restore
 
 logger = logging.getLogger(__name__)
 

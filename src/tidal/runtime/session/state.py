@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from tidal.runtime.errors import TidalRuntimeError
-from tidal.runtime.objects import Kind
-from tidal.runtime.rng import MAIN, RNGState
-
-if TYPE_CHECKING:
-    from tidal.runtime.context import RuntimeContext
+from tidal.runtime.session.context import Position, RuntimeContext
+from tidal.runtime.session.objects import Kind
+from tidal.runtime.splicing.rng import MAIN, RNGState
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +140,6 @@ def resume_if_possible(ctx: RuntimeContext) -> None:
     pos.step = int(meta["step"])
     pos.epoch = int(meta["epoch"])
     pos.step_in_epoch = int(meta["step_in_epoch"])
-    from tidal.runtime.context import Position
-
     ctx.resume_at = Position(pos.step, pos.epoch, pos.step_in_epoch)
     ctx.epoch_rng = RNGState.from_dict(meta["epoch_rng"])
     ctx.rng.set(MAIN, ctx.epoch_rng)
