@@ -147,7 +147,7 @@ def complete_step(ctx: RuntimeContext, samples: int) -> None:
     now = time.monotonic()
     if ctx.settings.worker == 0 and now - ctx.last_progress_log > _LOG_EVERY_S:
         ctx.last_progress_log = now
-        rate = ctx.status.snapshot().samples_per_s
+        rate = ctx.status.samples_per_s
         logger.info("step %d epoch %d: %.1f samples/s", pos.step, pos.epoch, rate)
 
 
@@ -172,7 +172,7 @@ def preempt(ctx: RuntimeContext) -> None:
     """The consistent cut: checkpoint (if a directory was given), mark preempted, exit."""
     step = ctx.position.step
     if ctx.manager is not None:
-        ctx.status.set_state(JobState.CHECKPOINTING)
+        ctx.status.set_state(JobState.STOPPING)
         save_checkpoint(ctx, asynchronous=False)
         ctx.status.set_state(JobState.PREEMPTED)
         logger.info("preempted at step %d: checkpoint committed, exiting", step)
@@ -218,7 +218,6 @@ def finish(ctx: RuntimeContext, count: int) -> None:
     ctx.resume_at = None
     ctx.epoch_rng = ctx.rng.get(MAIN)
     if ctx.manager is not None and ctx.last_checkpoint_step != pos.step:
-        ctx.status.set_state(JobState.CHECKPOINTING)
-        save_checkpoint(ctx, asynchronous=False)
+        save_checkpoint(ctx, asynchronous=False)  # still ``running`` while it is written
     ctx.status.set_position(step=pos.step, epoch=pos.epoch)
     ctx.status.set_state(JobState.SUCCEEDED)

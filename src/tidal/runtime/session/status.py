@@ -1,67 +1,29 @@
-"""``$TIDAL_CHECKPOINT_DIR/status.json``: what the job is doing, for launchers and people.
+"""Worker 0's writer of ``$TIDAL_CHECKPOINT_DIR/status.json`` (schema: :mod:`tidal.launch.status`).
 
-Worker 0 owns the file. A background thread rewrites it every ``interval_s`` (atomically:
-temporary file, then ``os.replace``) from the latest counters, so it is fresh at least once
-a second however slow or fast steps are; every state change is written at once.
+Worker 0 owns the file while the job runs. A background thread rewrites it every
+``interval_s`` (atomically) from the latest counters, so it is fresh at least that often
+however slow or fast steps are. Every state change is written at once; once the run has
+ended (preempted, succeeded, failed) the thread stops.
+
+States: ``starting`` (from the start of ``prepare``), ``running``, ``stopping`` (the
+consistent cut's checkpoint is being written), then ``preempted``, ``succeeded`` or
+``failed``. The values are :class:`tidal.core.states.JobState`'s.
 """
 
 from __future__ import annotations
 
-import enum
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-__all__ = ["JobState", "StatusFile", "StatusSnapshot"]
+from tidal.core.states import JobState
+from tidal.launch.status import ENDED_STATES, StatusRecord, write_status
+
+__all__ = ["JobState", "StatusFile"]
 
 logger = logging.getLogger(__name__)
-
-FILE_NAME = "status.json"
-
-
-class JobState(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    CHECKPOINTING = "checkpointing"
-    PREEMPTED = "preempted"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.PREEMPTED, JobState.SUCCEEDED, JobState.FAILED)
-
-
-@dataclass(frozen=True, slots=True)
-class StatusSnapshot:
-    state: JobState
-    step: int
-    epoch: int
-    world: int
-    workers: int
-    samples_per_s: float
-    last_checkpoint_step: int | None
-    job_id: str | None
-    updated_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "step": self.step,
-            "epoch": self.epoch,
-            "world": self.world,
-            "workers": self.workers,
-            "samples_per_s": round(self.samples_per_s, 3),
-            "last_checkpoint_step": self.last_checkpoint_step,
-            "job_id": self.job_id,
-            "updated_at": self.updated_at,
-        }
 
 
 class StatusFile:
@@ -77,11 +39,12 @@ class StatusFile:
         interval_s: float = 0.5,
         window_s: float = 5.0,
     ) -> None:
-        self._path = directory / FILE_NAME if directory is not None else None
+        self._directory = directory
         self._world, self._workers, self._job_id = world, workers, job_id
         self._interval = interval_s
         self._window = window_s
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._state = JobState.STARTING
         self._step = 0
         self._epoch = 0
@@ -90,8 +53,8 @@ class StatusFile:
         self._total_samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if self._path is not None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
             self._write()
             self._thread = threading.Thread(target=self._loop, name="tidal-status", daemon=True)
             self._thread.start()
@@ -100,25 +63,31 @@ class StatusFile:
     def state(self) -> JobState:
         return self._state
 
-    def snapshot(self) -> StatusSnapshot:
+    @property
+    def samples_per_s(self) -> float:
+        """Samples per second over the last ``window_s`` seconds of steps."""
         with self._lock:
-            now = time.time()
-            rate = 0.0
-            if len(self._samples) >= 2:
-                (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
-                if t1 > t0:
-                    rate = (n1 - n0) / (t1 - t0)
-            return StatusSnapshot(
-                state=self._state,
-                step=self._step,
-                epoch=self._epoch,
-                world=self._world,
-                workers=self._workers,
-                samples_per_s=rate,
-                last_checkpoint_step=self._last_ckpt,
-                job_id=self._job_id,
-                updated_at=now,
-            )
+            if len(self._samples) < 2:
+                return 0.0
+            (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+            return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def record(self) -> StatusRecord:
+        """The record as it would be written now."""
+        rate = self.samples_per_s
+        with self._lock:
+            state, step, epoch, last = self._state, self._step, self._epoch, self._last_ckpt
+        ended = state in ENDED_STATES
+        return StatusRecord(
+            state=state,
+            step=step,
+            epoch=epoch,
+            world=self._world,
+            workers=self._workers,
+            samples_per_s=0.0 if ended else rate,
+            last_checkpoint_step=last,
+            job_id=self._job_id,
+        ).written_now()
 
     def progress(self, *, step: int, epoch: int, samples: int) -> None:
         """Record a finished step (cheap; the thread publishes it)."""
@@ -139,13 +108,14 @@ class StatusFile:
             self._last_ckpt = step if self._last_ckpt is None else max(self._last_ckpt, step)
 
     def set_state(self, state: JobState) -> None:
-        """Change state and publish it now. Terminal states stop the thread."""
+        """Change state and publish it now. An ended run stays ended (except that it may
+        still turn ``failed``), and its thread stops."""
         with self._lock:
-            if self._state.terminal and state not in (self._state, JobState.FAILED):
+            if self._state in ENDED_STATES and state not in (self._state, JobState.FAILED):
                 return
             self._state = state
         self._write()
-        if state.terminal:
+        if state in ENDED_STATES:
             self.close()
 
     def close(self) -> None:
@@ -160,12 +130,10 @@ class StatusFile:
             self._write()
 
     def _write(self) -> None:
-        if self._path is None:
+        if self._directory is None:
             return
-        payload = json.dumps(self.snapshot().to_json(), sort_keys=True)
-        tmp = self._path.with_name(f".{FILE_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            tmp.write_text(payload)
-            os.replace(tmp, self._path)
-        except OSError as exc:  # a full or vanished disk must not kill training
-            logger.warning("could not write %s: %s", self._path, exc)
+        with self._write_lock:  # the thread and a state change never write out of order
+            try:
+                write_status(self._directory, self.record())
+            except OSError as exc:  # a full or vanished disk must not kill training
+                logger.warning("could not write %s/status.json: %s", self._directory, exc)

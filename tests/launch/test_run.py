@@ -1,7 +1,9 @@
-"""``tidal run``: validation, exit statuses, status.json, and SIGTERM reaching every worker.
+"""``tidal run`` with real processes: validation, exit statuses, status.json, stopping, the lock.
 
-These start the real launcher (``python -m tidal.cli run ...`` through the installed
-``tidal`` entry point), which starts torchrun, which starts the workers.
+These start the real launcher (``python -c "from tidal.cli import main; main()" run ...``),
+which starts its workers itself. Fake workers (plain scripts that write ``status.json``
+through :mod:`tidal.launch.status`) cover the launcher's decisions; the real runtime covers
+what a training script sees.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.launch.helpers import gone
 from tidal.cli import app
-from tidal.runtime.launch import EXIT_PREEMPTED, LaunchError, LaunchSpec, torchrun_command
+from tidal.launch.outcome import EXIT_PREEMPTED, EXIT_REFUSED
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "train_digits.py"
@@ -30,24 +34,40 @@ TIDAL = [sys.executable, "-c", "from tidal.cli import main; main()"]
 
 def _status(directory: Path) -> dict[str, Any]:
     try:
-        return json.loads((directory / "status.json").read_text())
+        return dict(json.loads((directory / "status.json").read_text()))
     except (OSError, ValueError):
         return {}
 
 
-def _start(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+def _env(**extra: str) -> dict[str, str]:
+    """This environment without launcher variables, one intra-op thread per process."""
+    drop = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TIDAL_")}
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+def _start(
+    *args: Any, env: dict[str, str] | None = None, block_stop: bool = False
+) -> subprocess.Popen[str]:
+    def blocked() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
     return subprocess.Popen(
         [*TIDAL, "run", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=full_env,
+        env=env if env is not None else _env(),
         cwd=REPO,
+        preexec_fn=blocked if block_stop else None,
     )
 
 
-def _wait_until(pred: Any, proc: subprocess.Popen[str], timeout: float, what: str) -> None:
+def _wait_until(
+    pred: Callable[[], bool], proc: subprocess.Popen[str], timeout: float, what: str
+) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if proc.poll() is not None:
@@ -64,18 +84,6 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str
     return proc.returncode, out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by a dead parent) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 # ---------------------------------------------------------------- validation (in process)
 
 
@@ -87,6 +95,7 @@ def _alive(pid: int) -> bool:
         (["--world", "2", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
         (["--world", "2", "--checkpoint-every-s", "0"], "--checkpoint-every-s must be > 0"),
         (["--world", "2", "--checkpoint-every-steps", "0"], "--checkpoint-every-steps must be"),
+        (["--world", "2", "--stop-timeout", "0"], "--stop-timeout must be > 0 seconds, got 0"),
     ],
 )
 def test_cli_validation_names_the_bad_value(tmp_path: Path, args: list[str], message: str) -> None:
@@ -95,8 +104,9 @@ def test_cli_validation_names_the_bad_value(tmp_path: Path, args: list[str], mes
     result = CliRunner().invoke(
         app, ["run", str(script), "--checkpoint-dir", str(tmp_path / "d"), *args]
     )
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == EXIT_REFUSED, result.output
     assert message in result.output
+    assert not (tmp_path / "d").exists(), "nothing is created for an invalid launch"
 
 
 def test_cli_rejects_a_missing_script(tmp_path: Path) -> None:
@@ -104,83 +114,62 @@ def test_cli_rejects_a_missing_script(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["run", str(missing), "--world", "2", "--checkpoint-dir", str(tmp_path / "d")]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_REFUSED
     assert f"script {missing} does not exist" in result.output
-    assert not (tmp_path / "d").exists(), "nothing is created for an invalid launch"
+    assert not (tmp_path / "d").exists()
 
 
-def test_torchrun_command_and_environment(tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text("")
-    spec = LaunchSpec(
-        script=script,
-        world=8,
-        workers=4,
-        checkpoint_dir=tmp_path / "ck",
-        script_args=("--lr", "0.1"),
-        checkpoint_every_steps=50,
-        checkpoint_every_s=30.0,
-        job_id="j-1",
-        stop_timeout_s=120,
-    )
-    cmd = torchrun_command(spec, python="py")
-    assert cmd[:3] == ["py", "-m", "torch.distributed.run"]
-    assert "--standalone" in cmd and cmd[cmd.index("--nproc-per-node") + 1] == "4"
-    assert cmd[cmd.index("--shutdown-timeout") + 1] == "120"
-    assert cmd[-3:] == [str(script), "--lr", "0.1"]
-    from tidal.runtime.launch import worker_env
-
-    env = worker_env(spec, {"PATH": "/bin"})
-    assert env["TIDAL_WORLD"] == "8"
-    assert env["TIDAL_CHECKPOINT_DIR"] == str(tmp_path / "ck")
-    assert env["TIDAL_CHECKPOINT_EVERY_STEPS"] == "50"
-    assert float(env["TIDAL_CHECKPOINT_EVERY_S"]) == 30.0
-    assert env["TIDAL_JOB_ID"] == "j-1" and env["PATH"] == "/bin"
-    with pytest.raises(LaunchError, match="--stop-timeout must be > 0 seconds, got 0"):
-        LaunchSpec(script=script, world=1, workers=1, checkpoint_dir=tmp_path, stop_timeout_s=0)
-
-
-# ---------------------------------------------------------------- outcomes (real processes)
+# ---------------------------------------------------------------- fake workers
 
 _FAKE_RUNTIME = """
 import json, os, signal, sys, time
 from pathlib import Path
+from tidal.core.states import JobState
+from tidal.launch.status import StatusRecord, write_status
 d = Path(os.environ["TIDAL_CHECKPOINT_DIR"])
 rank = int(os.environ["RANK"])
 (d / f"pid-{rank}").write_text(str(os.getpid()))
 def status(state, step):
     if rank == 0:
-        tmp = d / ".s.tmp"
-        tmp.write_text(json.dumps({"state": state, "step": step, "epoch": 0,
-            "world": int(os.environ["TIDAL_WORLD"]), "workers": int(os.environ["WORLD_SIZE"])}))
-        os.replace(tmp, d / "status.json")
+        write_status(d, StatusRecord(JobState(state), step=step,
+            world=int(os.environ["TIDAL_WORLD"]), workers=int(os.environ["WORLD_SIZE"]))
+            .written_now())
 """
 
 
-def _script(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "job.py"
+def _script(tmp_path: Path, body: str, name: str = "job.py") -> Path:
+    path = tmp_path / name
     path.write_text(_FAKE_RUNTIME + textwrap.dedent(body))
     return path
 
 
-def test_crash_without_final_state_is_failed(tmp_path: Path) -> None:
+def _pids(d: Path, workers: int) -> list[int]:
+    return [int((d / f"pid-{r}").read_text()) for r in range(workers)]
+
+
+def test_crash_without_final_state_is_failed_and_the_others_are_stopped(tmp_path: Path) -> None:
     script = _script(
         tmp_path,
         """
         status("running", 3)
         if rank == 1:
+            time.sleep(0.5)
             sys.exit(3)
-        time.sleep(60)
+        time.sleep(120)
         """,
     )
     d = tmp_path / "ck"
+    started = time.monotonic()
     rc, out = _finish(_start(script, "--world", "2", "--workers", "2", "--checkpoint-dir", d))
-    assert rc not in (0, EXIT_PREEMPTED), out
+    assert rc == 3, out  # the failing worker's own status
+    assert time.monotonic() - started < 60, "worker 0 must not be waited for"
+    assert "worker 1 failed (exit status 3)" in out
     assert _status(d)["state"] == "failed", out
     assert _status(d)["step"] == 3, "the launcher keeps the last progress it saw"
+    assert gone(_pids(d, 2))
 
 
-def test_clean_exit_without_a_runtime_is_success(tmp_path: Path) -> None:
+def test_clean_exit_without_a_runtime_is_success_and_logged(tmp_path: Path) -> None:
     script = _script(tmp_path, "print('ARGS', sys.argv[1:])\n")
     d = tmp_path / "ck"
     rc, out = _finish(
@@ -189,6 +178,7 @@ def test_clean_exit_without_a_runtime_is_success(tmp_path: Path) -> None:
     assert rc == 0, out
     assert "ARGS ['--x', '1']" in out
     assert _status(d)["state"] == "succeeded"
+    assert "ARGS ['--x', '1']" in (d / "logs" / "worker-0.log").read_text()
 
 
 def test_stop_before_training_started_kills_at_once(tmp_path: Path) -> None:
@@ -196,18 +186,17 @@ def test_stop_before_training_started_kills_at_once(tmp_path: Path) -> None:
     d = tmp_path / "ck"
     proc = _start(script, "--world", "2", "--workers", "2", "--checkpoint-dir", d)
     _wait_until(lambda: (d / "pid-1").exists() and (d / "pid-0").exists(), proc, 60, "workers")
-    pids = [int((d / f"pid-{r}").read_text()) for r in (0, 1)]
+    pids = _pids(d, 2)
 
     # While it runs, a second launch on the same directory is refused.
     rc, out = _finish(_start(script, "--world", "2", "--checkpoint-dir", d), timeout=60)
-    assert rc == 2 and "is in use by another `tidal run`" in out, out
+    assert rc == EXIT_REFUSED and "is in use by another `tidal run`" in out, out
 
     proc.send_signal(signal.SIGTERM)
     rc, out = _finish(proc, timeout=30)
     assert rc == EXIT_PREEMPTED, out
     assert _status(d)["state"] == "preempted"
-    time.sleep(0.5)
-    assert not any(_alive(p) for p in pids), "workers must not outlive the launcher"
+    assert gone(pids), "workers must not outlive the launcher"
 
 
 def test_second_signal_kills_workers_that_ignore_sigterm(tmp_path: Path) -> None:
@@ -224,15 +213,14 @@ def test_second_signal_kills_workers_that_ignore_sigterm(tmp_path: Path) -> None
     proc = _start(script, "--world", "4", "--workers", "2", "--checkpoint-dir", d)
     _wait_until(lambda: _status(d).get("state") == "running", proc, 60, "running")
     _wait_until(lambda: (d / "pid-1").exists(), proc, 60, "worker 1")
-    pids = [int((d / f"pid-{r}").read_text()) for r in (0, 1)]
+    pids = _pids(d, 2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C is relayed as SIGTERM to every worker
     _wait_until(lambda: all((d / f"got-{r}").exists() for r in (0, 1)), proc, 30, "SIGTERM")
     assert proc.poll() is None, "one signal must not kill workers that are checkpointing"
     proc.send_signal(signal.SIGTERM)
     rc, out = _finish(proc, timeout=30)
     assert rc == EXIT_PREEMPTED, out  # resumable from the last committed checkpoint
-    time.sleep(0.5)
-    assert not any(_alive(p) for p in pids)
+    assert gone(pids)
 
 
 # ---------------------------------------------------------------- the real runtime
@@ -262,11 +250,11 @@ def test_sigterm_preempts_and_rerun_with_other_p_resumes_bitwise(tmp_path: Path)
     assert status["state"] == "succeeded" and status["workers"] == 1 and status["world"] == 4
     assert "resumed" in out and f"step {stopped_at}" in out, out
 
-    # Reference: the same job, uninterrupted, as one plain process (no launcher needed).
+    # Reference: the same job, uninterrupted, as one plain process.
     reference = tmp_path / "reference.pt"
     ref = subprocess.run(
         [sys.executable, DIGITS, *train[1:], "--out", reference],
-        env={**os.environ, "TIDAL_WORLD": "4", "OMP_NUM_THREADS": "1"},
+        env=_env(TIDAL_WORLD="4", OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -301,6 +289,6 @@ def test_script_that_raises_is_failed(tmp_path: Path) -> None:
     script.write_text(_RAISES)
     d = tmp_path / "ck"
     rc, out = _finish(_start(script, "--world", "2", "--workers", "1", "--checkpoint-dir", d))
-    assert rc not in (0, EXIT_PREEMPTED), out
+    assert rc == 1, out
     assert "boom in the user's loop" in out
     assert _status(d)["state"] == "failed", out
