@@ -222,16 +222,28 @@ def test_the_directory_lock_admits_one_launch(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the exit status
 
 
+KILLED, TERMED = -signal.SIGKILL, -signal.SIGTERM
+
+
 @pytest.mark.parametrize(
     ("codes", "state", "stopped", "expected"),
     [
         ([0, 0], JobState.SUCCEEDED, False, EXIT_SUCCEEDED),
         ([0, 0], None, False, EXIT_SUCCEEDED),  # a script without the runtime
-        ([0, 3], JobState.RUNNING, False, 3),
-        ([-signal.SIGKILL, 0], JobState.RUNNING, False, 128 + 9),
+        ([0, 1], JobState.SUCCEEDED, False, EXIT_FAILED),  # a worker crashed after training
+        ([0, 3], JobState.SUCCEEDED, False, 3),
+        ([KILLED, 0], JobState.RUNNING, False, 128 + 9),
+        ([0, 75], JobState.RUNNING, False, EXIT_FAILED),  # a worker's 75 is not ours
+        ([0, 2], JobState.RUNNING, False, EXIT_FAILED),
         ([0, 0], JobState.FAILED, False, EXIT_FAILED),
-        ([0, 0], JobState.PREEMPTED, False, EXIT_PREEMPTED),
-        ([-signal.SIGKILL], JobState.STARTING, True, EXIT_PREEMPTED),  # killed before a cut
+        ([0, 0], JobState.PREEMPTED, False, EXIT_PREEMPTED),  # stopped by someone else
+        ([0, 0], JobState.PREEMPTED, True, EXIT_PREEMPTED),
+        ([TERMED, KILLED], JobState.STARTING, True, EXIT_PREEMPTED),  # killed before a cut
+        ([], JobState.STARTING, True, EXIT_PREEMPTED),  # stopped before any worker started
+        ([0, 0], JobState.SUCCEEDED, True, EXIT_SUCCEEDED),  # it finished first
+        ([0, KILLED], JobState.SUCCEEDED, True, EXIT_PREEMPTED),
+        ([1, KILLED], JobState.STOPPING, True, EXIT_FAILED),  # a real failure during the cut
+        ([0, 0], JobState.FAILED, True, EXIT_FAILED),
     ],
 )
 def test_job_exit_status(

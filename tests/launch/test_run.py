@@ -226,6 +226,51 @@ def test_second_signal_kills_workers_that_ignore_sigterm(tmp_path: Path) -> None
 # ---------------------------------------------------------------- the real runtime
 
 
+_TRAIN = """
+import os, sys, time
+from pathlib import Path
+import torch, tidal
+from torch.utils.data import DataLoader, TensorDataset
+d = Path(os.environ["TIDAL_CHECKPOINT_DIR"])
+rank = int(os.environ.get("RANK", "0"))
+(d / f"pid-{rank}").write_text(str(os.getpid()))
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+loader = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=4)
+model, opt, loader = tidal.prepare(model, opt, loader)
+for epoch in tidal.epochs(int(sys.argv[1])):
+    for x, y in loader:
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        time.sleep(float(sys.argv[2]))
+"""
+
+
+def _train_script(tmp_path: Path, tail: str = "") -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(_TRAIN + textwrap.dedent(tail))
+    return path
+
+
+def test_a_worker_that_fails_after_training_fails_the_job(tmp_path: Path) -> None:
+    script = _train_script(
+        tmp_path,
+        """
+        if rank == 1:
+            raise RuntimeError("crash after training")
+        """,
+    )
+    d = tmp_path / "ck"
+    rc, out = _finish(
+        _start(script, "--world", "2", "--workers", "2", "--checkpoint-dir", d, "--", "1", "0")
+    )
+    assert "crash after training" in out
+    assert rc == 1, out
+    assert _status(d)["state"] == "failed", "worker 0 had reported success; the launcher knows"
+
+
 @pytest.mark.slow
 def test_sigterm_preempts_and_rerun_with_other_p_resumes_bitwise(tmp_path: Path) -> None:
     d = tmp_path / "ck"
