@@ -210,11 +210,20 @@ def test_last_checkpoint_reads_the_newest_manifest_and_skips_broken_ones(tmp_pat
     assert head is not None and (head.step, head.world, head.workers) == (20, 4, 2)
 
 
-def test_the_directory_lock_admits_one_launch(tmp_path: Path) -> None:
+def test_the_directory_lock_lasts_as_long_as_a_process_holding_it(tmp_path: Path) -> None:
     first = DirectoryLock(tmp_path).acquire()
     with pytest.raises(LaunchRefused, match=f"pid {os.getpid()}"):
         DirectoryLock(tmp_path).acquire()
-    first.release()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(first.fd,)
+    )
+    try:
+        first.release()  # this process lets go; the child still holds the locked file
+        with pytest.raises(LaunchRefused, match="is in use"):
+            DirectoryLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
     with DirectoryLock(tmp_path) as again:
         assert again.fd >= 0
 

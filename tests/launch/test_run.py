@@ -23,9 +23,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.launch.helpers import gone
+from tests.launch.helpers import alive, gone
 from tidal.cli import app
 from tidal.launch.outcome import EXIT_PREEMPTED, EXIT_REFUSED
+from tidal.launch.status import read_status
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "train_digits.py"
@@ -80,7 +81,12 @@ def _wait_until(
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # its workers die with it
+        out, _ = proc.communicate()
+        raise AssertionError(f"the launcher did not exit within {timeout} s:\n{out}") from None
     return proc.returncode, out
 
 
@@ -223,6 +229,38 @@ def test_second_signal_kills_workers_that_ignore_sigterm(tmp_path: Path) -> None
     assert gone(pids)
 
 
+def test_the_lock_outlives_the_launcher_while_a_process_of_the_job_lives(tmp_path: Path) -> None:
+    script = _script(
+        tmp_path,
+        """
+        status("running", 1)
+        if rank == 1 and os.fork() == 0:  # a process of the job that is not a worker
+            (d / "grandchild").write_text(str(os.getpid()))
+            time.sleep(120)
+            os._exit(0)
+        time.sleep(120)
+        """,
+    )
+    d = tmp_path / "ck"
+    proc = _start(script, "--world", "2", "--workers", "2", "--checkpoint-dir", d)
+    _wait_until(lambda: (d / "grandchild").exists() and (d / "pid-0").exists(), proc, 60, "all")
+    grandchild = int((d / "grandchild").read_text())
+    pids = _pids(d, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert gone(pids), "workers die with their launcher, even by SIGKILL"
+    try:
+        assert alive(grandchild)
+        rc, out = _finish(_start(script, "--world", "2", "--checkpoint-dir", d), timeout=60)
+        assert rc == EXIT_REFUSED and "in use" in out, out
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+    assert gone([grandchild])
+    ok = _script(tmp_path, "pass\n", name="ok.py")
+    rc, out = _finish(_start(ok, "--world", "2", "--checkpoint-dir", d), timeout=60)
+    assert rc == 0, out
+
+
 # ---------------------------------------------------------------- the real runtime
 
 
@@ -269,6 +307,24 @@ def test_a_worker_that_fails_after_training_fails_the_job(tmp_path: Path) -> Non
     assert "crash after training" in out
     assert rc == 1, out
     assert _status(d)["state"] == "failed", "worker 0 had reported success; the launcher knows"
+
+
+def test_sigkill_of_the_launcher_takes_the_workers(
+    tmp_path: Path,
+) -> None:
+    script = _train_script(tmp_path)
+    d = tmp_path / "ck"
+    proc = _start(
+        script, "--world", "2", "--workers", "2", "--checkpoint-dir", d, "--", "50", "0.05"
+    )
+    _wait_until(lambda: _status(d).get("state") == "running" and _status(d)["step"] > 2, proc,
+                120, "training")  # fmt: skip
+    pids = _pids(d, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert gone(pids), "workers die with their launcher, even by SIGKILL"
+    left = read_status(d)
+    assert left is not None and left.state.value == "running", "nobody was left to say more"
 
 
 @pytest.mark.slow

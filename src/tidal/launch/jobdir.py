@@ -4,7 +4,9 @@ A job's checkpoint directory ``DIR`` is its identity on disk. Besides ``status.j
 (:mod:`tidal.launch.status`) it holds:
 
 * ``DIR/.tidal-run.lock``: held (``flock``) by the supervisor that runs the job on this
-  machine, so a second launch on the same directory is refused;
+  machine, *and by every worker it starts*: the workers inherit the locked file, and the
+  lock is released only when the last process holding it has exited, so a second launch is
+  refused as long as any worker of the first one lives;
 * ``DIR/ckpt-NNNNNNNN/``: the committed checkpoints, written by the runtime
   (:mod:`tidal.runtime.checkpoint`). Their ``manifest.json`` is JSON, so a supervisor reads
   the step and the logical world size W of the newest one without PyTorch.
@@ -115,7 +117,8 @@ class DirectoryLock:
     """``DIR/.tidal-run.lock``: one launch per checkpoint directory on this machine.
 
     ``acquire`` takes an exclusive ``flock`` without waiting (:class:`LaunchRefused`, naming
-    the holder, when another launch holds it).
+    the holder, when another launch holds it). Pass :attr:`fd` to the workers
+    (``pass_fds``): the lock then lasts until the last of them and this process have exited.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -136,7 +139,8 @@ class DirectoryLock:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise LaunchRefused(
-                f"--checkpoint-dir {self.path.parent} is in use by another `tidal run` ({holder})"
+                f"--checkpoint-dir {self.path.parent} is in use by another `tidal run` "
+                f"({holder}) or by a worker it started"
             ) from None
         except OSError:
             os.close(fd)
@@ -147,7 +151,7 @@ class DirectoryLock:
         return self
 
     def release(self) -> None:
-        """Let go of the lock."""
+        """Close this process's hold (workers that inherited it keep the lock alive)."""
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):

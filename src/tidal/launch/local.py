@@ -1,8 +1,9 @@
 """``tidal run``: a job's P workers on this machine, each a supervised :class:`WorkerProcess`.
 
 No torchrun: the launcher starts the P worker processes itself, with the environment of
-:func:`tidal.launch.env.worker_env` (rendezvous on 127.0.0.1 and a free port) and the same
-per-worker supervision a service's actor uses. The runtime inside each worker resumes from the newest committed checkpoint
+:func:`tidal.launch.env.worker_env` (rendezvous on 127.0.0.1 and a free port), the same
+per-worker supervision a service's actor uses, and the job directory's lock inherited by
+every worker. The runtime inside each worker resumes from the newest committed checkpoint
 by itself, so running the same command again, with any P dividing W, continues the job.
 
 Before anything starts, the launch is refused (:class:`LaunchRefused`, exit status 2, and
@@ -178,9 +179,9 @@ def launch(spec: LaunchSpec, reporter: Reporter | None = None, *, signals: StopS
     except OSError as e:
         raise LaunchRefused(f"cannot create --checkpoint-dir {directory}: {e}") from e
     shown = reporter if reporter is not None else LogReporter(spec.workers)
-    with DirectoryLock(directory):
+    with DirectoryLock(directory) as lock:
         head = last_checkpoint(directory)
-        return _LocalRun(spec, shown, signals, head).run()
+        return _LocalRun(spec, shown, lock, signals, head).run()
 
 
 class _LocalRun:
@@ -190,11 +191,13 @@ class _LocalRun:
         self,
         spec: LaunchSpec,
         reporter: Reporter,
+        lock: DirectoryLock,
         signals: StopSignals,
         head: CheckpointHead | None,
     ) -> None:
         self.spec = spec
         self.reporter = reporter
+        self.lock = lock
         self.signals = signals
         self.head = head
         self.workers: list[WorkerProcess] = []
@@ -237,6 +240,7 @@ class _LocalRun:
             name=f"worker {i}",
             log_path=self.spec.checkpoint_dir / LOG_DIR / f"worker-{i}.log",
             on_line=on_line,
+            pass_fds=(self.lock.fd,),  # the lock lasts as long as any worker
         )
 
     def _supervise(self) -> None:
