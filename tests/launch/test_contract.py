@@ -20,8 +20,8 @@ import tidal.launch
 import tidal.runtime
 from tidal.core.states import JobState
 from tidal.launch.env import JobEnv, worker_env
-from tidal.launch.errors import LaunchError, LaunchRefused, StatusFormatError
-from tidal.launch.jobdir import DirectoryLock, last_checkpoint
+from tidal.launch.errors import LaunchError, LaunchRefused, StatusFormatError, WorldMismatch
+from tidal.launch.jobdir import DirectoryLock, check_world, last_checkpoint
 from tidal.launch.outcome import (
     EXIT_FAILED,
     EXIT_PREEMPTED,
@@ -208,6 +208,9 @@ def test_last_checkpoint_reads_the_newest_manifest_and_skips_broken_ones(tmp_pat
     (tmp_path / "ckpt-00000040.tmp").mkdir()  # not committed
     head = last_checkpoint(tmp_path)
     assert head is not None and (head.step, head.world, head.workers) == (20, 4, 2)
+    assert check_world(tmp_path, 4) == head
+    with pytest.raises(WorldMismatch, match=r"--world 8 does not match .* world size 4"):
+        check_world(tmp_path, 8)
 
 
 def test_the_directory_lock_lasts_as_long_as_a_process_holding_it(tmp_path: Path) -> None:

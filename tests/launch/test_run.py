@@ -309,6 +309,24 @@ def test_a_worker_that_fails_after_training_fails_the_job(tmp_path: Path) -> Non
     assert _status(d)["state"] == "failed", "worker 0 had reported success; the launcher knows"
 
 
+def test_resume_with_another_world_is_refused_before_starting(tmp_path: Path) -> None:
+    script = _train_script(tmp_path)
+    d = tmp_path / "ck"
+    rc, out = _finish(_start(script, "--world", "2", "--checkpoint-dir", d, "--", "1", "0"))
+    assert rc == 0, out
+    assert [p.name for p in d.glob("ckpt-*")] == ["ckpt-00000008"]
+    before = (d / "status.json").read_bytes()
+    (d / "pid-0").unlink()
+
+    started = time.monotonic()
+    rc, out = _finish(_start(script, "--world", "4", "--checkpoint-dir", d, "--", "1", "0"))
+    assert rc == EXIT_REFUSED, out
+    assert "--world 4 does not match" in out and "logical world size 2" in out, out
+    assert (d / "status.json").read_bytes() == before, "status.json is left untouched"
+    assert not (d / "pid-0").exists(), "no worker was started"
+    assert time.monotonic() - started < 30
+
+
 def test_sigkill_of_the_launcher_takes_the_workers(
     tmp_path: Path,
 ) -> None:

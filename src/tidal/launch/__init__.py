@@ -22,11 +22,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tidal.launch.errors import LaunchError, LaunchRefused, StatusFormatError
+from tidal.launch.errors import LaunchError, LaunchRefused, StatusFormatError, WorldMismatch
 
 if TYPE_CHECKING:
     from tidal.launch.env import JobEnv, worker_env
-    from tidal.launch.jobdir import CheckpointHead, DirectoryLock, last_checkpoint
+    from tidal.launch.jobdir import CheckpointHead, DirectoryLock, check_world, last_checkpoint
     from tidal.launch.local import LaunchSpec, launch
     from tidal.launch.outcome import (
         EXIT_FAILED,
@@ -44,6 +44,7 @@ _LAZY = {
     "worker_env": "env",
     "CheckpointHead": "jobdir",
     "DirectoryLock": "jobdir",
+    "check_world": "jobdir",
     "last_checkpoint": "jobdir",
     "LaunchSpec": "local",
     "launch": "local",
@@ -75,7 +76,9 @@ __all__ = [
     "StatusRecord",
     "StopSignals",
     "WorkerProcess",
+    "WorldMismatch",
     "catch_stop_signals",
+    "check_world",
     "job_exit_status",
     "last_checkpoint",
     "launch",

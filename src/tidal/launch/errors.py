@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LaunchError", "LaunchRefused", "StatusFormatError"]
+__all__ = ["LaunchError", "LaunchRefused", "StatusFormatError", "WorldMismatch"]
 
 
 class LaunchError(Exception):
@@ -11,7 +11,12 @@ class LaunchError(Exception):
 
 class LaunchRefused(LaunchError):
     """The supervisor refuses to start the job (exit status 2): a bad argument, a checkpoint
-    directory in use. Nothing was started and ``status.json`` was not touched."""
+    directory in use, a world size that does not match the checkpoint. Nothing was started
+    and ``status.json`` was not touched."""
+
+
+class WorldMismatch(LaunchRefused):
+    """The checkpoint directory holds a checkpoint of another logical world size W."""
 
 
 class StatusFormatError(LaunchError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tidal.launch.errors import LaunchRefused
+from tidal.launch.errors import LaunchRefused, WorldMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ __all__ = [
     "MANIFEST",
     "CheckpointHead",
     "DirectoryLock",
+    "check_world",
     "committed_checkpoints",
     "committed_name",
     "last_checkpoint",
@@ -111,6 +112,22 @@ def last_checkpoint(root: Path) -> CheckpointHead | None:
         except (OSError, ValueError) as e:
             logger.warning("skipping checkpoint %s: %s", path, e)
     return None
+
+
+def check_world(root: Path, world: int) -> CheckpointHead | None:
+    """Refuse a world size W other than the newest committed checkpoint's.
+
+    Returns that checkpoint's head (None when the directory holds none); raises
+    :class:`WorldMismatch` naming both sizes. W is fixed for a job's whole life.
+    """
+    head = last_checkpoint(root)
+    if head is not None and head.world != world:
+        raise WorldMismatch(
+            f"--world {world} does not match the checkpoint {head.path} of this job, which "
+            f"has logical world size {head.world} (W is fixed for a job's life: resume with "
+            f"--world {head.world}, or use another --checkpoint-dir)"
+        )
+    return head
 
 
 class DirectoryLock:

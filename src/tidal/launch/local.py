@@ -7,7 +7,8 @@ every worker. The runtime inside each worker resumes from the newest committed c
 by itself, so running the same command again, with any P dividing W, continues the job.
 
 Before anything starts, the launch is refused (:class:`LaunchRefused`, exit status 2, and
-``status.json`` untouched) when the directory is in use. A stop request (SIGTERM, SIGINT, SIGHUP) is acted on whenever it arrives:
+``status.json`` untouched) when the directory is in use or its newest checkpoint has another
+world size W. A stop request (SIGTERM, SIGINT, SIGHUP) is acted on whenever it arrives:
 
 * before the workers started, or before the runtime reported ``running`` (nothing since the
   last checkpoint can be lost): the workers are killed at once;
@@ -35,7 +36,7 @@ from typing import Protocol
 from tidal.core.states import JobState
 from tidal.launch.env import JobEnv, worker_env
 from tidal.launch.errors import LaunchRefused, StatusFormatError
-from tidal.launch.jobdir import CheckpointHead, DirectoryLock, last_checkpoint
+from tidal.launch.jobdir import CheckpointHead, DirectoryLock, check_world
 from tidal.launch.outcome import describe_exit, job_exit_status, state_for_exit
 from tidal.launch.signals import StopSignals
 from tidal.launch.status import StatusRecord, read_status, write_status
@@ -180,7 +181,7 @@ def launch(spec: LaunchSpec, reporter: Reporter | None = None, *, signals: StopS
         raise LaunchRefused(f"cannot create --checkpoint-dir {directory}: {e}") from e
     shown = reporter if reporter is not None else LogReporter(spec.workers)
     with DirectoryLock(directory) as lock:
-        head = last_checkpoint(directory)
+        head = check_world(directory, spec.world)  # before anything is started or written
         return _LocalRun(spec, shown, lock, signals, head).run()
 
 
