@@ -92,7 +92,9 @@ def _job(**changes: object) -> JobEnv:
 def test_worker_env_holds_what_the_runtime_reads() -> None:
     stale = {"PATH": "/bin", "RANK": "7", "TORCHELASTIC_RUN_ID": "x", "GROUP_RANK": "3"}
     env = worker_env(
-        _job(checkpoint_every_steps=50, checkpoint_every_s=30.0, checkpoint_keep=3), 2, stale
+        _job(checkpoint_every_steps=50, checkpoint_every_s=30.0, checkpoint_keep=3, threads=2),
+        2,
+        stale,
     )
     assert env["PATH"] == "/bin" and "TORCHELASTIC_RUN_ID" not in env and "GROUP_RANK" not in env
     assert (env["TIDAL_WORLD"], env["RANK"], env["WORLD_SIZE"]) == ("8", "2", "4")
@@ -102,12 +104,26 @@ def test_worker_env_holds_what_the_runtime_reads() -> None:
     assert env["TIDAL_CHECKPOINT_EVERY_STEPS"] == "50"
     assert float(env["TIDAL_CHECKPOINT_EVERY_S"]) == 30.0
     assert env["TIDAL_CHECKPOINT_KEEP"] == "3"
-    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["OMP_NUM_THREADS"] == "2" and env["PYTHONUNBUFFERED"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in env
 
     alone = worker_env(_job(), 3, {}, local_rank=0, local_workers=1, devices=["5"])
     assert (alone["RANK"], alone["LOCAL_RANK"], alone["LOCAL_WORLD_SIZE"]) == ("3", "0", "1")
     assert alone["CUDA_VISIBLE_DEVICES"] == "5"
+
+
+def test_the_thread_count_is_the_jobs_whatever_p() -> None:
+    counts = {
+        p: {worker_env(_job(workers=p, threads=3), i, {})["OMP_NUM_THREADS"] for i in range(p)}
+        for p in (1, 2, 4, 8)
+    }
+    assert counts == {1: {"3"}, 2: {"3"}, 4: {"3"}, 8: {"3"}}
+    assert (
+        worker_env(_job(workers=1, master_port=None), 0, {"OMP_NUM_THREADS": "16"})[
+            "OMP_NUM_THREADS"
+        ]
+        == "1"
+    ), "the job's count replaces whatever the supervisor's environment had"
 
 
 @pytest.mark.parametrize(
@@ -118,6 +134,7 @@ def test_worker_env_holds_what_the_runtime_reads() -> None:
         ({"master_port": None}, "P=4 workers need a rendezvous master_port"),
         ({"master_port": 70000}, "master_port must be in 1..65535, got 70000"),
         ({"checkpoint_dir": Path("rel")}, "checkpoint_dir rel must be absolute"),
+        ({"threads": 0}, "threads must be an integer >= 1, got 0"),
         ({"checkpoint_every_s": float("nan")}, "checkpoint_every_s must be > 0 seconds, got nan"),
     ],
 )

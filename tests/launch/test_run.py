@@ -41,10 +41,9 @@ def _status(directory: Path) -> dict[str, Any]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """This environment without launcher variables, one intra-op thread per process."""
-    drop = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    """This environment without thread settings (the launcher sets them) or launcher vars."""
+    drop = ("OMP_NUM_THREADS", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TIDAL_")}
-    env["OMP_NUM_THREADS"] = "1"
     env.update(extra)
     return env
 
@@ -101,6 +100,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str
         (["--world", "2", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
         (["--world", "2", "--checkpoint-every-s", "0"], "--checkpoint-every-s must be > 0"),
         (["--world", "2", "--checkpoint-every-steps", "0"], "--checkpoint-every-steps must be"),
+        (["--world", "2", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
         (["--world", "2", "--stop-timeout", "0"], "--stop-timeout must be > 0 seconds, got 0"),
     ],
 )
@@ -123,6 +123,12 @@ def test_cli_rejects_a_missing_script(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_REFUSED
     assert f"script {missing} does not exist" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_help_says_every_worker_gets_the_same_threads() -> None:
+    result = CliRunner().invoke(app, ["run", "--help"], terminal_width=200)
+    assert "--threads" in result.output and "OMP_NUM_THREADS" in result.output
+    assert "whatever P" in result.output
 
 
 # ---------------------------------------------------------------- fake workers
@@ -176,15 +182,35 @@ def test_crash_without_final_state_is_failed_and_the_others_are_stopped(tmp_path
 
 
 def test_clean_exit_without_a_runtime_is_success_and_logged(tmp_path: Path) -> None:
-    script = _script(tmp_path, "print('ARGS', sys.argv[1:])\n")
+    script = _script(tmp_path, "print('ARGS', sys.argv[1:], os.environ['OMP_NUM_THREADS'])\n")
     d = tmp_path / "ck"
     rc, out = _finish(
         _start(script, "--world", "1", "--checkpoint-dir", d, "--no-progress", "--", "--x", "1")
     )
     assert rc == 0, out
-    assert "ARGS ['--x', '1']" in out
+    assert "ARGS ['--x', '1'] 1" in out
     assert _status(d)["state"] == "succeeded"
-    assert "ARGS ['--x', '1']" in (d / "logs" / "worker-0.log").read_text()
+    assert "ARGS ['--x', '1'] 1" in (d / "logs" / "worker-0.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "expected"),
+    [([], {}, "1"), (["--threads", "2"], {}, "2"), ([], {"OMP_NUM_THREADS": "3"}, "3")],
+)
+def test_every_worker_gets_the_same_thread_count_whatever_p(
+    tmp_path: Path, flags: list[str], env: dict[str, str], expected: str
+) -> None:
+    script = _script(tmp_path, "print('THREADS', rank, os.environ['OMP_NUM_THREADS'])\n")
+    seen = {}
+    for p in (1, 2):
+        d = tmp_path / f"ck{p}"
+        rc, out = _finish(
+            _start(script, "--world", "2", "--workers", p, "--checkpoint-dir", d, *flags,
+                   env=_env(**env))
+        )  # fmt: skip
+        assert rc == 0, out
+        seen[p] = sorted(line.split()[-1] for line in out.splitlines() if "THREADS" in line)
+    assert seen == {1: [expected], 2: [expected, expected]}
 
 
 def test_stop_before_training_started_kills_at_once(tmp_path: Path) -> None:
@@ -369,7 +395,8 @@ def test_sigterm_preempts_and_rerun_with_other_p_resumes_bitwise(tmp_path: Path)
     assert status["state"] == "succeeded" and status["workers"] == 1 and status["world"] == 4
     assert "resumed" in out and f"step {stopped_at}" in out, out
 
-    # Reference: the same job, uninterrupted, as one plain process.
+    # Reference: the same job, uninterrupted, as one plain process with one thread (what
+    # the launcher gives every worker by default, whatever P).
     reference = tmp_path / "reference.pt"
     ref = subprocess.run(
         [sys.executable, DIGITS, *train[1:], "--out", reference],

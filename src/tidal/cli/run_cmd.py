@@ -13,7 +13,9 @@ _HELP = (
     "The launcher starts the P workers itself (no torchrun) and they die with it. Running "
     "the same command again with the same --checkpoint-dir resumes the job, with any P that "
     "divides W; a different --world is refused before anything starts. SIGTERM or Ctrl-C "
-    "stops the job at a consistent cut (one checkpoint); a second one kills it.\n\n"
+    "stops the job at a consistent cut (one checkpoint); a second one kills it. Every "
+    "worker gets the same --threads (OMP_NUM_THREADS), whatever P, so every P computes "
+    "the same bits.\n\n"
     "Exit status: 0 every worker succeeded, 75 preempted (resumable: run the same command "
     "again), 2 refused before starting, anything else failed. DIR/status.json holds the "
     "job's state, DIR/logs/ each worker's output. Arguments after `--` are passed to the "
@@ -61,6 +63,14 @@ def register(app: typer.Typer) -> None:
                 help="Seconds the workers get to checkpoint and exit after a stop request.",
             ),
         ] = 600.0,
+        threads: Annotated[
+            int,
+            typer.Option(
+                "--threads",
+                envvar="OMP_NUM_THREADS",
+                help="Intra-op threads of every worker, whatever P (sets OMP_NUM_THREADS).",
+            ),
+        ] = 1,
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")
         ] = True,
@@ -90,6 +100,7 @@ def register(app: typer.Typer) -> None:
                 checkpoint_every_s=checkpoint_every_s,
                 job_id=job_id,
                 stop_timeout_s=stop_timeout,
+                threads=threads,
             )
             with ProgressDisplay(
                 job_id=spec.resolved_job_id, workers=spec.workers, enabled=progress

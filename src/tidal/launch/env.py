@@ -16,12 +16,16 @@ variable                        value
 ``TIDAL_JOB_ID``                the job's identity
 ``TIDAL_CHECKPOINT_EVERY_*``    periodic checkpoints (``_STEPS``, ``_S``), when asked for
 ``TIDAL_CHECKPOINT_KEEP``       committed checkpoints kept, when given
+``OMP_NUM_THREADS``             intra-op threads: the same for every worker, whatever P
 ``CUDA_VISIBLE_DEVICES``        the devices the worker may use, when given
 ``PYTHONUNBUFFERED``            ``1``: output reaches the supervisor's log line by line
 ==============================  ==========================================================
 
-Everything else in ``base`` is kept, except the variables above and other launchers'
-(``GROUP_RANK``, ``TORCHELASTIC_*``), which would contradict them.
+The thread count is the job's, not P's: PyTorch's CPU kernels may split a sum differently
+with another number of threads, so workers with different counts would not compute the
+same bits (torchrun sets 1 only when P > 1). Everything else in ``base`` is kept, except
+the variables above and other launchers' (``GROUP_RANK``, ``TORCHELASTIC_*``), which
+would contradict them.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class JobEnv:
     """What every worker of one job is told (validated on construction).
 
     ``master_port`` may be None only for a single worker (no process group is formed).
+    ``threads`` is the intra-op thread count of every worker.
     """
 
     world: int
@@ -74,6 +79,7 @@ class JobEnv:
     checkpoint_every_steps: int | None = None
     checkpoint_every_s: float | None = None
     checkpoint_keep: int | None = None
+    threads: int = 1
 
     def __post_init__(self) -> None:
         _positive_int("the logical world size W", self.world)
@@ -101,6 +107,7 @@ class JobEnv:
             raise LaunchRefused(f"checkpoint_every_s must be > 0 seconds, got {secs!r}")
         if self.checkpoint_keep is not None:
             _positive_int("checkpoint_keep", self.checkpoint_keep)
+        _positive_int("threads", self.threads)
 
 
 def worker_env(
@@ -136,6 +143,7 @@ def worker_env(
         MASTER_ADDR=job.master_addr,
         TIDAL_CHECKPOINT_DIR=str(job.checkpoint_dir),
         TIDAL_JOB_ID=job.job_id,
+        OMP_NUM_THREADS=str(job.threads),
         PYTHONUNBUFFERED="1",
     )
     if job.master_port is not None:

@@ -63,6 +63,7 @@ class LaunchSpec:
     checkpoint_every_s: float | None = None
     job_id: str | None = None
     stop_timeout_s: float = 600.0
+    threads: int = 1
     python: str = field(default_factory=lambda: sys.executable)
 
     def __post_init__(self) -> None:
@@ -91,6 +92,8 @@ class LaunchSpec:
             raise LaunchRefused(f"--checkpoint-every-s must be > 0 seconds, got {secs!r}")
         if not self.stop_timeout_s > 0:
             raise LaunchRefused(f"--stop-timeout must be > 0 seconds, got {self.stop_timeout_s!r}")
+        if type(self.threads) is not int or self.threads < 1:
+            raise LaunchRefused(f"--threads must be an integer >= 1, got {self.threads!r}")
         if self.job_id is not None and not self.job_id.strip():
             raise LaunchRefused("--job-id must not be empty")
         object.__setattr__(self, "script_args", tuple(self.script_args))
@@ -117,6 +120,7 @@ class LaunchSpec:
             master_port=master_port,
             checkpoint_every_steps=self.checkpoint_every_steps,
             checkpoint_every_s=self.checkpoint_every_s,
+            threads=self.threads,
         )
 
 
