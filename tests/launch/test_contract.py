@@ -29,7 +29,14 @@ from tidal.launch.outcome import (
     job_exit_status,
     state_for_exit,
 )
-from tidal.launch.status import STATUS_FILE, StatusRecord, read_status, write_status
+from tidal.launch.status import (
+    STATUS_FILE,
+    Liveness,
+    StatusRecord,
+    pid_alive,
+    read_status,
+    write_status,
+)
 
 # ---------------------------------------------------------------- the package
 
@@ -162,6 +169,9 @@ def _record(**changes: object) -> StatusRecord:
         "last_checkpoint_step": 10,
         "job_id": "j",
         "updated_at": 1000.0,
+        "heartbeat_s": 0.5,
+        "pid": 4242,
+        "host": "node-3",
     }
     fields.update(changes)
     return StatusRecord(**fields)  # type: ignore[arg-type]
@@ -172,7 +182,7 @@ def test_status_round_trips_through_the_file(tmp_path: Path) -> None:
     record = _record()
     write_status(tmp_path, record)
     raw = json.loads((tmp_path / STATUS_FILE).read_text())
-    assert raw["state"] == "running" and raw["step"] == 12 and raw["updated_at"] == 1000.0
+    assert raw["state"] == "running" and raw["heartbeat_s"] == 0.5 and raw["pid"] == 4242
     assert read_status(tmp_path) == record
     assert [p.name for p in tmp_path.iterdir()] == [STATUS_FILE], "no temporary file left"
 
@@ -185,6 +195,8 @@ def test_status_round_trips_through_the_file(tmp_path: Path) -> None:
         ({"step": "12"}, "field 'step' = '12' is not int"),
         ({"step": True}, "field 'step' = True is not int"),
         ({"world": 1.5}, "field 'world' = 1.5 is not null or int"),
+        ({"pid": 1.5}, "field 'pid' = 1.5 is not null or int"),
+        ({"heartbeat_s": 0}, "heartbeat_s=0.0 must be > 0 or null"),
     ],
 )
 def test_a_malformed_status_names_the_field(
@@ -199,11 +211,35 @@ def test_a_malformed_status_names_the_field(
         read_status(tmp_path)
 
 
-def test_written_now_stamps_the_time() -> None:
+def test_liveness_tells_a_live_run_from_a_dead_one() -> None:
+    here = "this-host"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mine = os.getpid()
+    now = 5000.0
+    fresh = {"updated_at": now - 1.0, "host": here}
+    assert _record(state=JobState.SUCCEEDED).liveness(now=now, host=here) is Liveness.ENDED
+    assert _record(state=JobState.PREEMPTED).liveness(now=now, host=here) is Liveness.ENDED
+    assert _record(pid=mine, **fresh).liveness(now=now, host=here) is Liveness.ALIVE
+    assert _record(pid=gone.pid, **fresh).liveness(now=now, host=here) is Liveness.DEAD
+    stale = _record(pid=mine, host=here, updated_at=now - 60.0)
+    assert stale.liveness(now=now, host=here) is Liveness.DEAD, "a heartbeat that stopped"
+    assert stale.liveness(now=now, host=here, stale_after_s=120.0) is Liveness.ALIVE
+    other = _record(pid=gone.pid, host="elsewhere", updated_at=now - 1.0)
+    assert other.liveness(now=now, host=here) is Liveness.ALIVE, "another host: heartbeat only"
+    silent = _record(heartbeat_s=None, updated_at=0.0)
+    assert silent.liveness(now=now, host=here) is Liveness.UNKNOWN
+    assert _record(heartbeat_s=None, pid=mine, host=here).liveness(now=now, host=here) is (
+        Liveness.ALIVE
+    )
+    assert not pid_alive(gone.pid) and pid_alive(mine)
+
+
+def test_written_now_stamps_the_writer() -> None:
     before = time.time()
-    record = _record().written_now(state=JobState.STARTING)
-    assert record.state is JobState.STARTING and record.step == 12
-    assert record.updated_at >= before
+    record = _record().written_now(state=JobState.STARTING, heartbeat_s=None)
+    assert record.state is JobState.STARTING and record.pid == os.getpid()
+    assert record.heartbeat_s is None and record.updated_at >= before and record.step == 12
 
 
 # ---------------------------------------------------------------- the job directory

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from tests.launch.helpers import alive, gone
 from tidal.cli import app
 from tidal.launch.outcome import EXIT_PREEMPTED, EXIT_REFUSED
-from tidal.launch.status import read_status
+from tidal.launch.status import Liveness, read_status
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "examples" / "train_digits.py"
@@ -145,7 +145,7 @@ def status(state, step):
     if rank == 0:
         write_status(d, StatusRecord(JobState(state), step=step,
             world=int(os.environ["TIDAL_WORLD"]), workers=int(os.environ["WORLD_SIZE"]))
-            .written_now())
+            .written_now(heartbeat_s=0.5))
 """
 
 
@@ -353,7 +353,7 @@ def test_resume_with_another_world_is_refused_before_starting(tmp_path: Path) ->
     assert time.monotonic() - started < 30
 
 
-def test_sigkill_of_the_launcher_takes_the_workers(
+def test_sigkill_of_the_launcher_takes_the_workers_and_status_shows_it_dead(
     tmp_path: Path,
 ) -> None:
     script = _train_script(tmp_path)
@@ -363,12 +363,17 @@ def test_sigkill_of_the_launcher_takes_the_workers(
     )
     _wait_until(lambda: _status(d).get("state") == "running" and _status(d)["step"] > 2, proc,
                 120, "training")  # fmt: skip
+    running = read_status(d)
+    assert running is not None and running.liveness() is Liveness.ALIVE
+    assert running.pid == int((d / "pid-0").read_text()) and running.heartbeat_s is not None
     pids = _pids(d, 2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert gone(pids), "workers die with their launcher, even by SIGKILL"
     left = read_status(d)
     assert left is not None and left.state.value == "running", "nobody was left to say more"
+    assert left.liveness() is Liveness.DEAD
+    assert left.liveness(host="another-host", now=left.updated_at + 60) is Liveness.DEAD
 
 
 @pytest.mark.slow

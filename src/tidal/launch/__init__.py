@@ -7,7 +7,8 @@ Torch-free (standard library only, and :mod:`tidal.core`'s lifecycle enum), so a
 * :mod:`.worker`: :class:`WorkerProcess`, one supervised worker: started with a
   parent-death signal in its own process group, logged line by line, stopped with SIGTERM
   then SIGKILL, its exit code reported as it is;
-* :mod:`.status`: the ``status.json`` schema (:class:`StatusRecord`, reader and writer);
+* :mod:`.status`: the ``status.json`` schema (:class:`StatusRecord`, reader and writer,
+  liveness from a heartbeat and a pid);
 * :mod:`.jobdir`: the directory lock, and the newest committed checkpoint's step and W
   read from its JSON manifest;
 * :mod:`.outcome`: the exit status contract (0, 75, 2, anything else);
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
         job_exit_status,
     )
     from tidal.launch.signals import StopSignals, catch_stop_signals
-    from tidal.launch.status import StatusRecord, read_status, write_status
+    from tidal.launch.status import Liveness, StatusRecord, read_status, write_status
     from tidal.launch.worker import WorkerProcess
 
 _LAZY = {
@@ -55,6 +56,7 @@ _LAZY = {
     "job_exit_status": "outcome",
     "StopSignals": "signals",
     "catch_stop_signals": "signals",
+    "Liveness": "status",
     "StatusRecord": "status",
     "read_status": "status",
     "write_status": "status",
@@ -72,6 +74,7 @@ __all__ = [
     "LaunchError",
     "LaunchRefused",
     "LaunchSpec",
+    "Liveness",
     "StatusFormatError",
     "StatusRecord",
     "StopSignals",

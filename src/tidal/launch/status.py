@@ -5,7 +5,7 @@ every write, so a reader sees either the old or the new record, never a mix::
 
     {"state": "running", "step": 120, "epoch": 2, "world": 4, "workers": 2,
      "samples_per_s": 851.3, "last_checkpoint_step": 100, "job_id": "ck-1a2b3c4d",
-     "updated_at": 1764171234.5}
+     "updated_at": 1764171234.5, "heartbeat_s": 0.5, "pid": 4242, "host": "node-3"}
 
 ``state`` is a value of the lifecycle enum :class:`tidal.core.states.JobState`, restricted
 to the states a run reports itself (:data:`RUN_STATES`): ``starting``, ``running``,
@@ -15,12 +15,21 @@ to the states a run reports itself (:data:`RUN_STATES`): ``starting``, ``running
 
 A field that is absent takes its default (older or partial writers still read); a field of
 the wrong type is a :class:`StatusFormatError` naming it.
+
+Liveness: ``updated_at`` is the wall-clock time of the write, ``pid`` and ``host`` name the
+writing process, and ``heartbeat_s`` is how often that writer promises to rewrite the file
+while the run has not ended (``null``: it does not). :meth:`StatusRecord.liveness` uses
+them to tell a live run from one whose processes died without a word (a hard kill leaves
+``running`` in the file forever).
 """
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -35,7 +44,9 @@ __all__ = [
     "ENDED_STATES",
     "RUN_STATES",
     "STATUS_FILE",
+    "Liveness",
     "StatusRecord",
+    "pid_alive",
     "read_status",
     "write_status",
 ]
@@ -55,6 +66,34 @@ RUN_STATES: tuple[JobState, ...] = (
 ENDED_STATES: tuple[JobState, ...] = (JobState.PREEMPTED, JobState.SUCCEEDED, JobState.FAILED)
 """The run is over: its processes exit (``preempted`` is resumable, and not terminal for the
 lifecycle, but this run of the job has ended)."""
+
+STALE_FLOOR_S = 15.0
+STALE_FACTOR = 20.0
+
+
+class Liveness(enum.Enum):
+    """What a reader can tell about the run behind a ``status.json``."""
+
+    ALIVE = "alive"  # the writer is alive (same host) or its heartbeat is fresh
+    DEAD = "dead"  # not ended, but its writer is gone or its heartbeat stopped
+    ENDED = "ended"  # the run reported its end: preempted, succeeded or failed
+    UNKNOWN = "unknown"  # written on another host by a writer without a heartbeat
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: existence is all we can know
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
 
 _MISSING = object()
 
@@ -87,6 +126,9 @@ class StatusRecord:
     last_checkpoint_step: int | None = None
     job_id: str | None = None
     updated_at: float = 0.0
+    heartbeat_s: float | None = None
+    pid: int | None = None
+    host: str | None = None
 
     def __post_init__(self) -> None:
         if self.state not in RUN_STATES:
@@ -94,6 +136,10 @@ class StatusRecord:
             raise StatusFormatError(
                 f"status state {self.state.value!r} is not one a run reports ({allowed})"
             )
+        if self.heartbeat_s is not None and not (
+            math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0
+        ):
+            raise StatusFormatError(f"heartbeat_s={self.heartbeat_s!r} must be > 0 or null")
 
     @property
     def ended(self) -> bool:
@@ -111,6 +157,9 @@ class StatusRecord:
             "last_checkpoint_step": self.last_checkpoint_step,
             "job_id": self.job_id,
             "updated_at": self.updated_at,
+            "heartbeat_s": self.heartbeat_s,
+            "pid": self.pid,
+            "host": self.host,
         }
 
     @classmethod
@@ -137,6 +186,9 @@ class StatusRecord:
             "last_checkpoint_step": (int, True),
             "job_id": (str, True),
             "updated_at": (number, False),
+            "heartbeat_s": (number, True),
+            "pid": (int, True),
+            "host": (str, True),
         }
         values: dict[str, Any] = {}
         for name, (kind, null) in checks.items():
@@ -145,9 +197,46 @@ class StatusRecord:
                 values[name] = float(value) if kind is number and value is not None else value
         return cls(state=parsed, **values)
 
-    def written_now(self, **changes: Any) -> StatusRecord:
-        """A copy with ``changes``, stamped with the time of writing."""
-        return replace(self, **changes, updated_at=time.time())
+    def written_now(self, *, heartbeat_s: float | None = None, **changes: Any) -> StatusRecord:
+        """A copy with ``changes``, stamped as written now by this process."""
+        return replace(
+            self,
+            **changes,
+            updated_at=time.time(),
+            heartbeat_s=heartbeat_s,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+
+    def liveness(
+        self,
+        *,
+        now: float | None = None,
+        host: str | None = None,
+        stale_after_s: float | None = None,
+    ) -> Liveness:
+        """Whether the run behind this record is alive, ended, or died without a word.
+
+        Not ended: on the writer's host, a writer process that no longer exists means
+        ``DEAD``; a writer with a heartbeat whose last write is older than
+        ``stale_after_s`` (default: ``max(15 s, 20 heartbeats)``) is ``DEAD`` too (stalled,
+        or on another host). ``now`` defaults to the wall clock, ``host`` to this host.
+        """
+        if self.ended:
+            return Liveness.ENDED
+        here = socket.gethostname() if host is None else host
+        local = self.pid is not None and self.host == here
+        if local and self.pid is not None and not pid_alive(self.pid):
+            return Liveness.DEAD
+        if self.heartbeat_s is not None:
+            limit = (
+                stale_after_s
+                if stale_after_s is not None
+                else max(STALE_FLOOR_S, STALE_FACTOR * self.heartbeat_s)
+            )
+            age = (time.time() if now is None else now) - self.updated_at
+            return Liveness.DEAD if age > limit else Liveness.ALIVE
+        return Liveness.ALIVE if local else Liveness.UNKNOWN
 
 
 def read_status(directory: Path) -> StatusRecord | None:

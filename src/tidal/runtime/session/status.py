@@ -2,8 +2,10 @@
 
 Worker 0 owns the file while the job runs. A background thread rewrites it every
 ``interval_s`` (atomically) from the latest counters, so it is fresh at least that often
-however slow or fast steps are. Every state change is written at once; once the run has
-ended (preempted, succeeded, failed) the thread stops.
+however slow or fast steps are, and the record says so (``heartbeat_s``) along with this
+process's pid and host: a reader tells a live run from one that was killed without a word.
+Every state change is written at once; once the run has ended (preempted, succeeded,
+failed) the thread stops.
 
 States: ``starting`` (from the start of ``prepare``), ``running``, ``stopping`` (the
 consistent cut's checkpoint is being written), then ``preempted``, ``succeeded`` or
@@ -87,7 +89,7 @@ class StatusFile:
             samples_per_s=0.0 if ended else rate,
             last_checkpoint_step=last,
             job_id=self._job_id,
-        ).written_now()
+        ).written_now(heartbeat_s=None if ended else self._interval)
 
     def progress(self, *, step: int, epoch: int, samples: int) -> None:
         """Record a finished step (cheap; the thread publishes it)."""
