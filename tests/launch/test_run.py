@@ -377,6 +377,38 @@ def test_sigkill_of_the_launcher_takes_the_workers_and_status_shows_it_dead(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("delay", "block"),
+    [(0.0, True), (0.05, True), (0.5, False), (1.0, False), (2.0, False), (3.5, False),
+     (6.0, False)],
+)  # fmt: skip
+def test_a_stop_at_any_moment_ends_preempted_or_in_the_real_outcome(
+    tmp_path: Path, delay: float, block: bool
+) -> None:
+    """A stop while the launcher starts, while the workers import torch, prepare, train."""
+    script = _train_script(tmp_path)
+    d = tmp_path / "ck"
+    args = (script, "--world", "2", "--workers", "2", "--checkpoint-dir", d, "--", "2", "0.1")
+    proc = _start(*args, block_stop=block)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    rc, out = _finish(proc)
+    if delay <= 2.0:  # the workers are still importing torch or preparing: nothing can be done
+        assert rc == EXIT_PREEMPTED, out
+    assert rc in (EXIT_PREEMPTED, 0), out
+    status = read_status(d)
+    assert status is not None
+    assert status.state.value == ("preempted" if rc == EXIT_PREEMPTED else "succeeded")
+    pids = [int(p.read_text()) for p in d.glob("pid-*")]
+    assert gone(pids)
+    # Resumable: the same command finishes the job.
+    rc, out = _finish(_start(*args))
+    assert rc == 0, out
+    done = read_status(d)
+    assert done is not None and done.state.value == "succeeded" and done.step == 16
+
+
+@pytest.mark.slow
 def test_sigterm_preempts_and_rerun_with_other_p_resumes_bitwise(tmp_path: Path) -> None:
     d = tmp_path / "ck"
     common = ["--world", "4", "--checkpoint-dir", d]

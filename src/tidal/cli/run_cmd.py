@@ -84,6 +84,8 @@ def register(app: typer.Typer) -> None:
         from tidal.launch.outcome import EXIT_FAILED, EXIT_REFUSED
         from tidal.launch.signals import catch_stop_signals, release_stop_signals
 
+        # Counted from the moment the `tidal` command started (tidal/cli/__init__.py), or
+        # from here when called otherwise.
         signals = catch_stop_signals()
         logging.basicConfig(
             level=logging.INFO if verbose else logging.WARNING,

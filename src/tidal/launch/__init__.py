@@ -12,7 +12,7 @@ Torch-free (standard library only, and :mod:`tidal.core`'s lifecycle enum), so a
 * :mod:`.jobdir`: the directory lock, and the newest committed checkpoint's step and W
   read from its JSON manifest;
 * :mod:`.outcome`: the exit status contract (0, 75, 2, anything else);
-* :mod:`.signals`: stop signals counted by a supervisor;
+* :mod:`.signals`: stop signals counted from a supervisor's first moment;
 * :mod:`.local`: ``tidal run``, P local workers under one launcher.
 
 See ``docs/launch.md``.

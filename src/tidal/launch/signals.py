@@ -1,11 +1,15 @@
-"""Stop signals for a supervisor: counted, never lost.
+"""Stop signals for a supervisor: caught from its first moment, counted, never lost.
 
 A stop request (SIGTERM from a service, Slurm or Kubernetes; Ctrl-C; SIGHUP when the
-terminal goes) must end a job in "preempted, resumable" or in its real outcome. The
-handler only counts: the supervisor acts on the count in its loop (first signal: stop at
-a consistent cut; second: kill).
+terminal goes) must end a job in "preempted, resumable" or in its real outcome, whenever
+it arrives, including while the supervisor itself is still starting up. The handler only
+counts: the supervisor acts on the count in its loop (first signal: stop at a consistent
+cut; second: kill).
 
-:func:`catch_stop_signals` installs the process's one :class:`StopSignals` (idempotent).
+:func:`catch_stop_signals` installs the process's one :class:`StopSignals` (idempotent) and
+then unblocks the signals: a caller that must be safe even while the interpreter starts can
+start the supervisor with them blocked, and a signal that arrived meanwhile is delivered,
+and counted, at that moment.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class StopSignals:
         for sig in STOP_SIGNALS:
             if sig not in self._previous:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return self
 
     def restore(self) -> None:

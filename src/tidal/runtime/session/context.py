@@ -61,6 +61,22 @@ class RuntimeContext:
 
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings
+        self.stop_requested = False
+        self._prev_sigterm: Any = None
+        self._prev_excepthook: Callable[..., Any] | None = None
+        # First of all: a stop that arrives while the group forms or a checkpoint loads is
+        # kept, and acted on at the first step boundary.
+        self._catch_sigterm()
+        try:
+            self._start(settings)
+        except BaseException:
+            self._release_sigterm()
+            status: StatusFile | None = getattr(self, "status", None)
+            if status is not None:
+                status.close()
+            raise
+
+    def _start(self, settings: RuntimeSettings) -> None:
         self.device = dist_setup.pick_device(settings)
         self.cuda_device = self.device if self.device.type == "cuda" else None
         self.group = dist_setup.open_group(settings, self.device)
@@ -69,7 +85,6 @@ class RuntimeContext:
         self.loader: SplicedLoader | None = None
         self.micro: Micro | None = None
         self.closed = False
-        self.stop_requested = False
         self.checkpoint_requested = False
         self.last_checkpoint_step: int | None = None
         self.pending_checkpoint_step: int | None = None
@@ -79,8 +94,6 @@ class RuntimeContext:
         self.passes_in_epoch = 0
         self.resume_at: Position | None = None
         self.epoch_rng: Any = None  # RNGState of the main stream when the epoch began
-        self._prev_sigterm: Any = None
-        self._prev_excepthook: Callable[..., Any] | None = None
         self.status = StatusFile(
             settings.checkpoint_dir if settings.worker == 0 else None,
             world=settings.world,
@@ -123,12 +136,19 @@ class RuntimeContext:
         return [p.obj for p in self.items if p.kind is Kind.MODEL]
 
     # ------------------------------------------------------------------ signals, exit
-    def install_handlers(self) -> None:
-        """SIGTERM sets :attr:`stop_requested`; on worker 0 an uncaught error marks the run failed."""
+    def _catch_sigterm(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         else:
             logger.warning("prepare ran outside the main thread: SIGTERM will not stop at a step")
+
+    def _release_sigterm(self) -> None:
+        if self._prev_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._prev_sigterm = None
+
+    def install_excepthook(self) -> None:
+        """On worker 0, an uncaught error marks the run failed in ``status.json``."""
         if self.settings.worker == 0:
             self._prev_excepthook = sys.excepthook
             sys.excepthook = self._excepthook
@@ -167,11 +187,7 @@ class RuntimeContext:
                 patches.undo()
             if rng is not None and rng.active != MAIN:
                 rng.switch(MAIN)
-            if (
-                self._prev_sigterm is not None
-                and threading.current_thread() is threading.main_thread()
-            ):
-                signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._release_sigterm()
             if self._prev_excepthook is not None and sys.excepthook == self._excepthook:
                 sys.excepthook = self._prev_excepthook
             self.status.close()

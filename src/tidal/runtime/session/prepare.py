@@ -90,7 +90,7 @@ def prepare_objects(
             returned.append(item.obj)
     if ctx.manager is not None:
         resume_if_possible(ctx)
-    ctx.install_handlers()
+    ctx.install_excepthook()
     ctx.status.set_position(step=ctx.position.step, epoch=ctx.position.epoch)
     ctx.status.set_state(JobState.RUNNING)
     logger.info(
