@@ -1,7 +1,7 @@
 """Tidal launch: the supervisor of a job's worker processes, and the job directory's contract.
 
 Torch-free (standard library only, and :mod:`tidal.core`'s lifecycle enum), so a supervisor
-(``tidal run``, or an actor of the service) imports it in a few tens of milliseconds:
+(``tidal run``, or an actor of the service) imports it in a fraction of a second:
 
 * :mod:`.env`: :func:`worker_env`, the one function that builds a worker's environment;
 * :mod:`.worker`: :class:`WorkerProcess`, one supervised worker: started with a
