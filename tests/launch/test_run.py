@@ -25,7 +25,9 @@ from typer.testing import CliRunner
 
 from tests.launch.helpers import alive, gone
 from tidal.cli import app
+from tidal.launch.local import LaunchSpec, launch
 from tidal.launch.outcome import EXIT_PREEMPTED, EXIT_REFUSED
+from tidal.launch.signals import StopSignals
 from tidal.launch.status import Liveness, read_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +213,22 @@ def test_every_worker_gets_the_same_thread_count_whatever_p(
         assert rc == 0, out
         seen[p] = sorted(line.split()[-1] for line in out.splitlines() if "THREADS" in line)
     assert seen == {1: [expected], 2: [expected, expected]}
+
+
+def test_launch_as_a_library_prefixes_each_workers_lines(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    script = _script(tmp_path, "print('hello from', rank)\n")
+    spec = LaunchSpec(script=script, world=2, workers=2, checkpoint_dir=tmp_path / "ck")
+    signals = StopSignals().install()
+    try:
+        code = launch(spec, signals=signals)  # the default reporter: plain lines
+    finally:
+        signals.restore()
+    assert code == 0
+    out = capfd.readouterr().out
+    assert "[0] hello from 0" in out and "[1] hello from 1" in out, out
+    assert (tmp_path / "ck" / "logs" / "worker-1.log").read_text() == "hello from 1\n"
 
 
 def test_stop_before_training_started_kills_at_once(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ Implements :class:`tidal.launch.local.Reporter`.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from types import TracebackType
 
@@ -66,6 +67,7 @@ class ProgressDisplay:
         self._last_state: object = object()
         self._last_line_at = 0.0
         self._status: StatusRecord | None = None
+        self._lines = threading.Lock()  # workers' lines arrive on several threads
 
     def _render(self) -> Text:
         state = self._status.state.value if self._status is not None else "starting"
@@ -118,6 +120,7 @@ class ProgressDisplay:
     def line(self, worker: int, text: str, is_stderr: bool) -> None:
         """One line of a worker's output, to our stdout or stderr (looked up per line, so
         the live display, which redirects them, places it above itself)."""
-        stream = sys.stderr if is_stderr else sys.stdout
-        stream.write(f"[{worker}] {text}\n" if self._prefix else f"{text}\n")
-        stream.flush()
+        with self._lines:
+            stream = sys.stderr if is_stderr else sys.stdout
+            stream.write(f"[{worker}] {text}\n" if self._prefix else f"{text}\n")
+            stream.flush()

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,7 @@ class LogReporter:
 
     def __init__(self, workers: int) -> None:
         self._prefix = workers > 1
+        self._lines = threading.Lock()  # workers' lines arrive on several threads
 
     def update(self, status: StatusRecord | None) -> None:
         pass
@@ -151,9 +153,10 @@ class LogReporter:
         logger.warning("%s", message)
 
     def line(self, worker: int, text: str, is_stderr: bool) -> None:
-        stream = sys.stderr if is_stderr else sys.stdout
-        stream.write(f"[{worker}] {text}\n" if self._prefix else f"{text}\n")
-        stream.flush()
+        with self._lines:
+            stream = sys.stderr if is_stderr else sys.stdout
+            stream.write(f"[{worker}] {text}\n" if self._prefix else f"{text}\n")
+            stream.flush()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
