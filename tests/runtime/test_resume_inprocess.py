@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from splice_support import make_objects, mismatches, small_dataset, train_with_tidal
 
 import tidal
+from tests.runtime.splice_support import make_objects, mismatches, small_dataset, train_with_tidal
 from tidal.runtime import api
 from tidal.runtime.errors import SettingsError
 from tidal.runtime.settings import ReduceMode, RuntimeSettings
@@ -102,7 +102,7 @@ def test_periodic_asynchronous_checkpoints_and_checkpoint_now(
     api.shutdown()
     names = sorted(p.name for p in ckpt.iterdir() if p.name.startswith("ckpt-"))
     assert names == ["ckpt-00000004", "ckpt-00000007", "ckpt-00000008", "ckpt-00000009"]
-    assert set(states) <= {"running", "checkpointing"}
+    assert set(states) == {"running"}, "periodic checkpoints are written while it runs"
     assert status(ckpt)["state"] == "succeeded"
 
 

@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from splice_support import (
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import tidal
+from tests.runtime.splice_support import (
     BATCH,
     digits,
     make_objects,
@@ -25,9 +28,6 @@ from splice_support import (
     small_dataset,
     train_with_tidal,
 )
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-
-import tidal
 from tidal.runtime import api
 from tidal.runtime.errors import PrepareError, SplicingError
 

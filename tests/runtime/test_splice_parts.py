@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -12,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from tidal.runtime.rng import MAIN, RNGState, StreamSwitcher, capture
-from tidal.runtime.status import JobState, StatusFile
-from tidal.runtime.tree import Node, PairwiseStack, combine, frontier, padded_size
-from tidal.runtime.wrap import Patches
+from tidal.runtime.reduction.tree import Node, PairwiseStack, combine, frontier, padded_size
+from tidal.runtime.session.status import JobState, StatusFile
+from tidal.runtime.splicing.rng import MAIN, RNGState, StreamSwitcher, capture
+from tidal.runtime.splicing.wrap import Patches
 
 
 def expression(world: int, workers: int) -> str:
@@ -102,11 +103,13 @@ def test_status_file_is_fresh_every_half_second_and_atomic(tmp_path: Path) -> No
     assert data["state"] == "running" and data["step"] == 3 and data["world"] == 4
     assert data["workers"] == 2 and data["job_id"] == "j" and data["samples_per_s"] > 0
     assert time.time() - data["updated_at"] < 0.5
+    assert data["heartbeat_s"] == 0.1 and data["pid"] == os.getpid()
     status.checkpointed(3)
     status.set_state(JobState.PREEMPTED)
     status.set_state(JobState.RUNNING)  # terminal states stick (except for failed)
     data = json.loads((tmp_path / "status.json").read_text())
     assert data["state"] == "preempted" and data["last_checkpoint_step"] == 3
+    assert data["heartbeat_s"] is None, "an ended run writes no more"
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
     assert not any(t.name == "tidal-status" for t in threading.enumerate())
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from splice_support import (
+
+from tests.runtime.splice_support import (
     TRAIN,
     TRAIN_DDP,
     clean_env,

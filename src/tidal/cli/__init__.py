@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
+if sys.argv[1:2] == ["run"]:
+    # `tidal run` supervises a job: count stop signals from now on, before the imports
+    # below, so that a stop in its first moments ends as "preempted" (docs/launch.md).
+    from tidal.launch.signals import catch_stop_signals
+
+    catch_stop_signals()
+
 import typer
 
 from tidal.cli import run_cmd, sim_cmd

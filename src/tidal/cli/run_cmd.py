@@ -10,12 +10,16 @@ import typer
 
 _HELP = (
     "Run a training script on this machine with W logical ranks on P worker processes.\n\n"
-    "Delegates to torchrun (--standalone). Running the same command again with the same "
-    "--checkpoint-dir resumes the job, with any P that divides W. SIGTERM or Ctrl-C stops "
-    "the job at a consistent cut (one checkpoint); a second one kills it.\n\n"
-    "Exit status: 0 succeeded, 75 preempted (resumable: run the same command again), "
-    "anything else failed. DIR/status.json holds the job's state while it runs. "
-    "Arguments after `--` are passed to the script."
+    "The launcher starts the P workers itself (no torchrun) and they die with it. Running "
+    "the same command again with the same --checkpoint-dir resumes the job, with any P that "
+    "divides W; a different --world is refused before anything starts. SIGTERM or Ctrl-C "
+    "stops the job at a consistent cut (one checkpoint); a second one kills it. Every "
+    "worker gets the same --threads (OMP_NUM_THREADS), whatever P, so every P computes "
+    "the same bits.\n\n"
+    "Exit status: 0 every worker succeeded, 75 preempted (resumable: run the same command "
+    "again), 2 refused before starting, anything else failed. DIR/status.json holds the "
+    "job's state, DIR/logs/ each worker's output. Arguments after `--` are passed to the "
+    "script."
 )
 
 
@@ -30,7 +34,9 @@ def register(app: typer.Typer) -> None:
         ],
         checkpoint_dir: Annotated[
             Path,
-            typer.Option("--checkpoint-dir", "-d", help="Checkpoints and status.json live here."),
+            typer.Option(
+                "--checkpoint-dir", "-d", help="Checkpoints, status.json and logs live here."
+            ),
         ],
         workers: Annotated[
             int, typer.Option("--workers", "-p", help="Worker processes P (must divide W).")
@@ -57,6 +63,14 @@ def register(app: typer.Typer) -> None:
                 help="Seconds the workers get to checkpoint and exit after a stop request.",
             ),
         ] = 600.0,
+        threads: Annotated[
+            int,
+            typer.Option(
+                "--threads",
+                envvar="OMP_NUM_THREADS",
+                help="Intra-op threads of every worker, whatever P (sets OMP_NUM_THREADS).",
+            ),
+        ] = 1,
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="Show progress on stderr.")
         ] = True,
@@ -64,8 +78,15 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--verbose", "-v", help="Log launcher steps.")
         ] = False,
     ) -> None:
-        from tidal.runtime.launch import LaunchError, LaunchSpec, launch
+        from tidal.cli.run_progress import ProgressDisplay
+        from tidal.launch.errors import LaunchError, LaunchRefused
+        from tidal.launch.local import LaunchSpec, launch
+        from tidal.launch.outcome import EXIT_FAILED, EXIT_REFUSED
+        from tidal.launch.signals import catch_stop_signals, release_stop_signals
 
+        # Counted from the moment the `tidal` command started (tidal/cli/__init__.py), or
+        # from here when called otherwise.
+        signals = catch_stop_signals()
         logging.basicConfig(
             level=logging.INFO if verbose else logging.WARNING,
             format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -81,10 +102,18 @@ def register(app: typer.Typer) -> None:
                 checkpoint_every_s=checkpoint_every_s,
                 job_id=job_id,
                 stop_timeout_s=stop_timeout,
-                progress=progress,
+                threads=threads,
             )
-            code = launch(spec)
+            with ProgressDisplay(
+                job_id=spec.resolved_job_id, workers=spec.workers, enabled=progress
+            ) as display:
+                code = launch(spec, display, signals=signals)
+        except LaunchRefused as e:
+            typer.echo(f"tidal run: {e}", err=True)
+            code = EXIT_REFUSED
         except LaunchError as e:
             typer.echo(f"tidal run: {e}", err=True)
-            raise typer.Exit(2) from None
+            code = EXIT_FAILED
+        finally:
+            release_stop_signals()
         raise typer.Exit(code)

@@ -12,8 +12,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from tidal.runtime.context import RuntimeContext
 from tidal.runtime.errors import TidalRuntimeError
+from tidal.runtime.session.context import RuntimeContext
+from tidal.runtime.session.loop import run_epochs
+from tidal.runtime.session.prepare import prepare_objects
 from tidal.runtime.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def prepare(*objects: Any, seed: int | None = None) -> Any:
     shutdown()
     ctx = RuntimeContext(settings)
     try:
-        returned = ctx.prepare(objects, seed=seed)
+        returned = prepare_objects(ctx, objects, seed=seed)
     except BaseException:
         ctx.close()
         raise
@@ -71,7 +73,7 @@ def shutdown() -> None:
 
 def epochs(count: int) -> Iterator[int]:
     """``for epoch in tidal.epochs(n)``: epoch numbers from where the job stands to ``n - 1``."""
-    return current().epochs(count)
+    return run_epochs(current(), count)
 
 
 def _settings() -> RuntimeSettings:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["PrepareError", "SettingsError", "SplicingError", "TidalRuntimeError"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointWorldMismatch",
+    "PrepareError",
+    "SettingsError",
+    "SplicingError",
+    "StateFormatError",
+    "TidalRuntimeError",
+]
 
 
 class TidalRuntimeError(RuntimeError):
@@ -19,3 +27,15 @@ class PrepareError(TidalRuntimeError):
 
 class SplicingError(TidalRuntimeError):
     """The training loop did something replica splicing cannot reproduce exactly."""
+
+
+class CheckpointError(TidalRuntimeError):
+    """A checkpoint cannot be written, found or read; the message names the path or value."""
+
+
+class CheckpointWorldMismatch(CheckpointError):
+    """The checkpoint root holds a checkpoint of a job with another logical world size."""
+
+
+class StateFormatError(CheckpointError):
+    """A state cannot be stored or rebuilt; the message names the path inside the state."""

@@ -9,7 +9,7 @@ non-final micro-batches ``p.grad`` is left ``None``, so user code that runs befo
 micro-batch's backward the stack is drained, the cross-worker strategy finishes the fixed
 tree, and ``p.grad`` holds the averaged gradient, exactly as after a DDP backward.
 
-With the ordered halving strategy on CPU (:mod:`tidal.runtime.overlap`), the last
+With the ordered halving strategy on CPU (:mod:`tidal.runtime.reduction.overlap`), the last
 micro-batch does not wait for the end of its backward: each parameter's post-accumulate
 hook finishes that parameter's local subtree at once, and full buckets start their
 cross-worker exchange while backward goes on; the end-of-backward callback only waits.
@@ -29,9 +29,9 @@ from torch.autograd import Variable
 from torch.utils.hooks import RemovableHandle
 
 from tidal.runtime.errors import SplicingError
-from tidal.runtime.overlap import OverlappedReduce
-from tidal.runtime.reduce import CrossWorker, GradSet, HalvingReduce, add_into
-from tidal.runtime.tree import PairwiseStack
+from tidal.runtime.reduction.cross_worker import CrossWorker, GradSet, HalvingReduce, add_into
+from tidal.runtime.reduction.overlap import OverlappedReduce
+from tidal.runtime.reduction.tree import PairwiseStack
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from tidal.runtime import _ckpt_io as cio
+from tidal.runtime.checkpoint import files as cio
+from tidal.runtime.errors import StateFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ _CODE_TYPES = (
     functools.partial,
 )
 PathKey = tuple[str | int, ...]
-
-
-class StateFormatError(ValueError):
-    """A state cannot be stored or rebuilt; the message names the path inside the state."""
 
 
 # ---------------------------------------------------------------- snapshot

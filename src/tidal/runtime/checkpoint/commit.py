@@ -9,10 +9,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from tidal.runtime import _ckpt_io as cio
-from tidal.runtime._ckpt_manifest import CheckpointError
+from tidal.runtime.checkpoint import files as cio
+from tidal.runtime.errors import CheckpointError
 
-logger = logging.getLogger("tidal.runtime.checkpoint")
+logger = logging.getLogger(__name__)
 
 
 def await_markers(

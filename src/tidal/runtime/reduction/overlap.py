@@ -1,13 +1,13 @@
 """The ordered cross-worker reduction, overlapped with the last micro-batch's backward.
 
-Used when the cross-worker strategy is :class:`~tidal.runtime.reduce.HalvingReduce`
+Used when the cross-worker strategy is :class:`~tidal.runtime.reduction.cross_worker.HalvingReduce`
 (ordered mode, W a power of two, P > 1) and every parameter is on the CPU (gloo). As in
 DDP, the parameters are cut into buckets of about :data:`BUCKET_BYTES`, in reverse
 parameter order (roughly the order in which backward produces their gradients); the
 assignment is fixed when the job starts. During the final micro-batch's backward, each
 parameter's post-accumulate-grad hook finishes that parameter's local subtree (its leaf,
 scaled by 1/W, folded into the pairwise stack's partial sums in exactly the order
-:class:`~tidal.runtime.tree.PairwiseStack` would use) and copies it into its bucket's flat
+:class:`~tidal.runtime.reduction.tree.PairwiseStack` would use) and copies it into its bucket's flat
 buffer. A bucket whose parameters are all ready is handed, in bucket order, to one
 communication thread that runs the recursive halving/doubling on it while backward goes
 on. The end-of-backward callback packs whatever is left (unused parameters), waits for
@@ -29,7 +29,7 @@ from concurrent.futures import Future
 import torch
 
 from tidal.runtime.errors import TidalRuntimeError
-from tidal.runtime.reduce import FLAG_SLOTS, GradSet, HalvingReduce
+from tidal.runtime.reduction.cross_worker import FLAG_SLOTS, GradSet, HalvingReduce
 
 __all__ = ["BUCKET_BYTES", "OverlappedReduce", "plan_buckets"]
 

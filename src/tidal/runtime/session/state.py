@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from tidal.runtime.checkpoint.manager import CheckpointManager
 from tidal.runtime.errors import TidalRuntimeError
-from tidal.runtime.objects import Kind
-from tidal.runtime.rng import MAIN, RNGState
-
-if TYPE_CHECKING:
-    from tidal.runtime.context import RuntimeContext
+from tidal.runtime.session.context import Position, RuntimeContext
+from tidal.runtime.session.objects import Kind
+from tidal.runtime.splicing.rng import MAIN, RNGState
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +33,12 @@ __all__ = [
 ]
 
 FORMAT = 1
+
+
+def _manager(ctx: RuntimeContext) -> CheckpointManager:
+    if ctx.manager is None:
+        raise TidalRuntimeError("internal: checkpointing without TIDAL_CHECKPOINT_DIR")
+    return ctx.manager
 
 
 def shared_state(ctx: RuntimeContext) -> dict[str, Any]:
@@ -82,7 +87,7 @@ def save_checkpoint(ctx: RuntimeContext, *, asynchronous: bool) -> None:
         "reduce": ctx.settings.reduce.value,
     }
     started = time.monotonic()
-    ctx.manager.save(
+    _manager(ctx).save(
         pos.step,
         shared=shared_state(ctx) if ctx.settings.worker == 0 else None,
         per_rank=per_rank_state(ctx),
@@ -106,11 +111,11 @@ def save_checkpoint(ctx: RuntimeContext, *, asynchronous: bool) -> None:
 def poll_async_checkpoint(ctx: RuntimeContext) -> None:
     """Report an asynchronous checkpoint in the status file once it has been committed."""
     step = ctx.pending_checkpoint_step
-    if step is None or ctx.manager.saving:
+    if step is None or _manager(ctx).saving:
         return
     ctx.pending_checkpoint_step = None
     try:
-        ctx.manager.wait()  # done already: returns at once, or raises the write's error
+        _manager(ctx).wait()  # done already: returns at once, or raises the write's error
     except Exception as exc:  # training goes on; the next checkpoint tries again
         logger.error("asynchronous checkpoint of step %d failed: %s", step, exc)
         return
@@ -119,7 +124,8 @@ def poll_async_checkpoint(ctx: RuntimeContext) -> None:
 
 def resume_if_possible(ctx: RuntimeContext) -> None:
     """Load the newest committed checkpoint, if there is one, into everything prepared."""
-    info = ctx.manager.latest()
+    manager = _manager(ctx)
+    info = manager.latest()
     if info is None:
         return
     if info.world != ctx.settings.world:
@@ -127,7 +133,7 @@ def resume_if_possible(ctx: RuntimeContext) -> None:
             f"checkpoint {info.path} is for logical world size {info.world}, "
             f"but this job has TIDAL_WORLD={ctx.settings.world}"
         )
-    loaded = ctx.manager.load_shared(info, shared_state(ctx))
+    loaded = manager.load_shared(info, shared_state(ctx))
     for item in ctx.items:
         if item.kind is Kind.LOADER:
             continue
@@ -142,13 +148,11 @@ def resume_if_possible(ctx: RuntimeContext) -> None:
     pos.step = int(meta["step"])
     pos.epoch = int(meta["epoch"])
     pos.step_in_epoch = int(meta["step_in_epoch"])
-    from tidal.runtime.context import Position
-
     ctx.resume_at = Position(pos.step, pos.epoch, pos.step_in_epoch)
     ctx.epoch_rng = RNGState.from_dict(meta["epoch_rng"])
     ctx.rng.set(MAIN, ctx.epoch_rng)
     for r in ctx.settings.hosted_ranks:
-        rank_state = ctx.manager.load_rank(info, r)
+        rank_state = manager.load_rank(info, r)
         data = rank_state["data"]
         if (int(data["epoch"]), int(data["step_in_epoch"])) != (pos.epoch, pos.step_in_epoch):
             raise TidalRuntimeError(

@@ -30,15 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tidal.runtime import _ckpt_commit as commit
-from tidal.runtime import _ckpt_io as cio
-from tidal.runtime import _ckpt_manifest as manifest
-from tidal.runtime import _ckpt_state as state
-from tidal.runtime._ckpt_manifest import (
-    CheckpointError,
-    CheckpointInfo,
-    CheckpointWorldMismatch,
-)
+from tidal.runtime.checkpoint import commit, manifest
+from tidal.runtime.checkpoint import files as cio
+from tidal.runtime.checkpoint import tensors as state
+from tidal.runtime.checkpoint.manifest import CheckpointInfo
+from tidal.runtime.errors import CheckpointError, CheckpointWorldMismatch, StateFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +140,7 @@ class CheckpointManager:
             skeleton = None if shared is None else state.skeleton_of(shared)
             for r, s in per_rank.items():
                 state.skeleton_of(s, f"per_rank[{r}]")
-        except state.StateFormatError as e:
+        except StateFormatError as e:
             raise CheckpointError(f"cannot checkpoint step {step}: {e}") from e
         self.wait()
         job = _SaveJob(

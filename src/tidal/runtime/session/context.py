@@ -2,8 +2,10 @@
 
 It owns everything that makes the user's plain loop spliced, preemptible and resumable:
 the process group, the per-rank random streams, the gradient splicer, the buffer rule,
-the patched ``step`` methods, the status file and the checkpoint manager. The loop itself
-(what happens per micro-batch and at each step boundary) is in :mod:`tidal.runtime.loop`.
+the patched ``step`` methods, the status file and the checkpoint manager. Filling it in
+from the user's objects is :mod:`tidal.runtime.session.prepare`; what happens per
+micro-batch and at each step boundary is :mod:`tidal.runtime.session.loop`. Neither is
+imported here: they build on the context, never the other way round.
 """
 
 from __future__ import annotations
@@ -14,22 +16,21 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from tidal.runtime import dist_setup
-from tidal.runtime.buffers import BufferRule
-from tidal.runtime.data import SplicedLoader
-from tidal.runtime.errors import PrepareError
-from tidal.runtime.grads import GradSplicer, Micro
-from tidal.runtime.objects import Kind, Prepared, classify
-from tidal.runtime.reduce import Layout, make_cross_worker
-from tidal.runtime.rng import MAIN, StreamSwitcher
+from tidal.runtime.checkpoint.manager import CheckpointManager
+from tidal.runtime.session import dist_setup
+from tidal.runtime.session.objects import Kind, Prepared
+from tidal.runtime.session.status import JobState, StatusFile
 from tidal.runtime.settings import RuntimeSettings
-from tidal.runtime.status import JobState, StatusFile
-from tidal.runtime.wrap import OPTIMIZER_METHODS, SCALER_METHODS, SCHEDULER_METHODS, Patches
+from tidal.runtime.splicing.buffers import BufferRule
+from tidal.runtime.splicing.data import SplicedLoader
+from tidal.runtime.splicing.grads import GradSplicer, Micro
+from tidal.runtime.splicing.rng import MAIN, StreamSwitcher
+from tidal.runtime.splicing.wrap import Patches
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ class Position:
 
 
 class RuntimeContext:
-    """Everything one prepared training run needs. Create with :meth:`prepare`."""
+    """Everything one prepared training run needs; filled in by
+    :func:`~tidal.runtime.session.prepare.prepare_objects`."""
 
-    # set by prepare(); close() copes with a prepare that failed half-way
+    # set by prepare_objects(); close() copes with a prepare that failed half-way
     rng: StreamSwitcher
     splicer: GradSplicer
     buffers: BufferRule
@@ -59,6 +61,22 @@ class RuntimeContext:
 
     def __init__(self, settings: RuntimeSettings) -> None:
         self.settings = settings
+        self.stop_requested = False
+        self._prev_sigterm: Any = None
+        self._prev_excepthook: Callable[..., Any] | None = None
+        # First of all: a stop that arrives while the group forms or a checkpoint loads is
+        # kept, and acted on at the first step boundary.
+        self._catch_sigterm()
+        try:
+            self._start(settings)
+        except BaseException:
+            self._release_sigterm()
+            status: StatusFile | None = getattr(self, "status", None)
+            if status is not None:
+                status.close()
+            raise
+
+    def _start(self, settings: RuntimeSettings) -> None:
         self.device = dist_setup.pick_device(settings)
         self.cuda_device = self.device if self.device.type == "cuda" else None
         self.group = dist_setup.open_group(settings, self.device)
@@ -67,7 +85,6 @@ class RuntimeContext:
         self.loader: SplicedLoader | None = None
         self.micro: Micro | None = None
         self.closed = False
-        self.stop_requested = False
         self.checkpoint_requested = False
         self.last_checkpoint_step: int | None = None
         self.pending_checkpoint_step: int | None = None
@@ -77,18 +94,14 @@ class RuntimeContext:
         self.passes_in_epoch = 0
         self.resume_at: Position | None = None
         self.epoch_rng: Any = None  # RNGState of the main stream when the epoch began
-        self._prev_sigterm: Any = None
-        self._prev_excepthook: Callable[..., Any] | None = None
         self.status = StatusFile(
             settings.checkpoint_dir if settings.worker == 0 else None,
             world=settings.world,
             workers=settings.workers,
             job_id=settings.job_id,
         )
-        self.manager: Any = None
+        self.manager: CheckpointManager | None = None
         if settings.checkpoint_dir is not None:
-            from tidal.runtime.checkpoint import CheckpointManager
-
             self.manager = CheckpointManager(
                 settings.checkpoint_dir,
                 worker=settings.worker,
@@ -96,74 +109,6 @@ class RuntimeContext:
                 world=settings.world,
                 keep=settings.checkpoint_keep,
             )
-
-    # ------------------------------------------------------------------ prepare
-    def prepare(self, objects: Sequence[Any], *, seed: int | None = None) -> list[Any]:
-        s = self.settings
-        self.items = classify(objects)
-        models = [p.obj for p in self.items if p.kind is Kind.MODEL]
-        for m in models:
-            m.to(self.device)
-        if s.workers > 1:
-            dist_setup.broadcast_module_state(models)
-            dist_setup.broadcast_rng(self.cuda_device)
-        params = _trainable(models)
-        if not params:
-            raise PrepareError("the prepared model(s) have no parameters with requires_grad=True")
-        self.rng = StreamSwitcher(list(s.hosted_ranks), self.cuda_device)
-        if seed is not None:
-            self.rng.seed_slots(seed)
-        cross = make_cross_worker(s.reduce, s.world, s.worker, s.workers, Layout.of(params))
-        self.splicer = GradSplicer(
-            params,
-            world=s.world,
-            ranks_per_worker=s.ranks_per_worker,
-            cross=cross,
-            votes=self._votes,
-            bucket_bytes=int(s.bucket_mb * 1024 * 1024),
-        )
-        self.buffers = BufferRule(models, current_rank=self.current_rank, workers=s.workers)
-        self.patches = Patches(self._skip_step)
-        returned: list[Any] = []
-        for item in self.items:
-            if item.kind is Kind.OPTIMIZER:
-                self.patches.patch(item.obj, OPTIMIZER_METHODS)
-            elif item.kind is Kind.SCHEDULER:
-                self.patches.patch(item.obj, SCHEDULER_METHODS)
-                self.patches.hide_from_state(item.obj)
-            elif item.kind is Kind.SCALER:
-                self.patches.patch(item.obj, SCALER_METHODS)
-            if item.kind is Kind.LOADER:
-                from tidal.runtime.loop import Driver
-
-                self.loader = SplicedLoader(
-                    item.obj,
-                    world=s.world,
-                    hosted=s.hosted_ranks,
-                    driver=Driver(self),
-                    device=self.device,
-                )
-                returned.append(self.loader)
-            else:
-                returned.append(item.obj)
-        if self.manager is not None:
-            from tidal.runtime.state import resume_if_possible
-
-            resume_if_possible(self)
-        self._install_handlers()
-        self.status.set_position(step=self.position.step, epoch=self.position.epoch)
-        self.status.set_state(JobState.RUNNING)
-        logger.info(
-            "tidal runtime ready: worker %d/%d hosts logical ranks %s of W=%d on %s, reduce=%s%s",
-            s.worker,
-            s.workers,
-            list(s.hosted_ranks),
-            s.world,
-            self.device,
-            s.reduce.value,
-            f", resumed at step {self.position.step}" if self.resume_at is not None else "",
-        )
-        return returned
 
     # ------------------------------------------------------------------ queries
     def current_rank(self) -> int | None:
@@ -174,10 +119,12 @@ class RuntimeContext:
         r = self.current_rank()
         return r if r is not None else self.settings.hosted_ranks[0]
 
-    def _skip_step(self) -> bool:
+    def skip_step(self) -> bool:
+        """Whether ``step()`` calls are skipped now (a micro-batch that is not the last)."""
         return self.micro is not None and not self.micro.final
 
-    def _votes(self) -> tuple[int, int]:
+    def votes(self) -> tuple[int, int]:
+        """This worker's (stop, checkpoint) votes for the step being reduced."""
         due = (
             self.settings.worker == 0
             and self.settings.checkpoint_every_s is not None
@@ -188,18 +135,20 @@ class RuntimeContext:
     def models(self) -> list[torch.nn.Module]:
         return [p.obj for p in self.items if p.kind is Kind.MODEL]
 
-    # ------------------------------------------------------------------ epochs
-    def epochs(self, count: int) -> Iterator[int]:
-        from tidal.runtime.loop import run_epochs
-
-        return run_epochs(self, count)
-
     # ------------------------------------------------------------------ signals, exit
-    def _install_handlers(self) -> None:
+    def _catch_sigterm(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         else:
             logger.warning("prepare ran outside the main thread: SIGTERM will not stop at a step")
+
+    def _release_sigterm(self) -> None:
+        if self._prev_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._prev_sigterm = None
+
+    def install_excepthook(self) -> None:
+        """On worker 0, an uncaught error marks the run failed in ``status.json``."""
         if self.settings.worker == 0:
             self._prev_excepthook = sys.excepthook
             sys.excepthook = self._excepthook
@@ -238,23 +187,8 @@ class RuntimeContext:
                 patches.undo()
             if rng is not None and rng.active != MAIN:
                 rng.switch(MAIN)
-            if (
-                self._prev_sigterm is not None
-                and threading.current_thread() is threading.main_thread()
-            ):
-                signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._release_sigterm()
             if self._prev_excepthook is not None and sys.excepthook == self._excepthook:
                 sys.excepthook = self._prev_excepthook
             self.status.close()
             self.group.close()
-
-
-def _trainable(models: Sequence[torch.nn.Module]) -> list[torch.nn.Parameter]:
-    seen: set[int] = set()
-    out = []
-    for m in models:
-        for p in m.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
-    return out

@@ -1,6 +1,6 @@
 """Durable file primitives for checkpoints: layout names, fsync, atomic writes, checksums.
 
-Nothing here knows about PyTorch; :mod:`tidal.runtime._ckpt_state` turns state into
+Nothing here knows about PyTorch; :mod:`tidal.runtime.checkpoint.tensors` turns state into
 files and :mod:`tidal.runtime.checkpoint` coordinates workers through these files.
 """
 
@@ -20,29 +20,24 @@ from typing import Any
 
 import xxhash
 
+from tidal.launch.jobdir import MANIFEST as MANIFEST
+from tidal.launch.jobdir import TEMPORARY as _TEMPORARY
+from tidal.launch.jobdir import committed_checkpoints
+from tidal.launch.jobdir import committed_name as committed_name
+from tidal.launch.jobdir import temporary_name as temporary_name
+
 FORMAT_NAME = "tidal-checkpoint"
 FORMAT_VERSION = 1
 HASH_NAME = "xxh3_128"  # the key of each file's checksum in the manifest
 
-MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.digest"
 SHARED_DIR = "shared"  # a PyTorch distributed-checkpoint (DCP) directory
 SHARED_STRUCTURE = "shared-structure.json"
 RANKS_DIR = "ranks"
 
-_COMMITTED = re.compile(r"^ckpt-(\d{8,})$")
-_TEMPORARY = re.compile(r"^ckpt-(\d{8,})\.tmp$")
 _DOOMED = re.compile(r"^ckpt-(\d{8,})\.old-\d+$")
 
 _CHUNK = 8 * 1024 * 1024
-
-
-def committed_name(step: int) -> str:
-    return f"ckpt-{step:08d}"
-
-
-def temporary_name(step: int) -> str:
-    return f"ckpt-{step:08d}.tmp"
 
 
 def rank_file(logical_rank: int) -> str:
@@ -57,14 +52,7 @@ def done_marker(worker: int) -> str:
 
 def committed_steps(root: Path) -> dict[int, Path]:
     """Every committed checkpoint directory under ``root`` by step (verified or not)."""
-    found: dict[int, Path] = {}
-    if not root.is_dir():
-        return found
-    for entry in root.iterdir():
-        match = _COMMITTED.match(entry.name)
-        if match and entry.is_dir():
-            found[int(match.group(1))] = entry
-    return found
+    return committed_checkpoints(root)
 
 
 def temporary_steps(root: Path) -> dict[int, Path]:

@@ -1,4 +1,4 @@
-"""The checkpoint manifest: the error family, what a verified checkpoint is, and verification.
+"""The checkpoint manifest: what a verified checkpoint is, and verification.
 
 ``manifest.json`` lists every file of a committed checkpoint with its checksum and size;
 ``manifest.digest`` holds the checksum of ``manifest.json`` itself, so a damaged manifest
@@ -14,15 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tidal.runtime import _ckpt_io as cio
+from tidal.runtime.checkpoint import files as cio
+from tidal.runtime.errors import CheckpointError, CheckpointWorldMismatch
 
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be written, found or read; the message names the path or value."""
-
-
-class CheckpointWorldMismatch(CheckpointError):
-    """The checkpoint root holds a checkpoint of a job with another logical world size."""
+__all__ = ["CheckpointInfo", "expected_digest", "read_manifest", "verify", "write_manifest"]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Summing per-logical-rank gradients across workers.
 
 A *value* here is a list of tensors, one per trainable parameter, in a fixed parameter
-order (a "gradient set"). Each worker hands its frontier (see :mod:`tidal.runtime.tree`)
+order (a "gradient set"). Each worker hands its frontier (see :mod:`tidal.runtime.reduction.tree`)
 to a :class:`CrossWorker` strategy, which returns the sum over all W logical ranks
 (identical on every worker) and the sum of a few small integer *flags* every worker
 contributes (used to agree on stopping and checkpointing without an extra collective).
@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 
 from tidal.runtime.errors import TidalRuntimeError
+from tidal.runtime.reduction.tree import Node, combine, frontier, is_power_of_two
 from tidal.runtime.settings import ReduceMode
-from tidal.runtime.tree import Node, combine, frontier, is_power_of_two
 
 __all__ = [
     "CrossWorker",

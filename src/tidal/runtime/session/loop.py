@@ -12,19 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from tidal.runtime.data import SplicedLoader, move_to_device
 from tidal.runtime.errors import SplicingError
-from tidal.runtime.grads import Micro
-from tidal.runtime.rng import MAIN, capture, restore
-from tidal.runtime.state import poll_async_checkpoint, save_checkpoint
-from tidal.runtime.status import JobState
-
-if TYPE_CHECKING:
-    from tidal.runtime.context import RuntimeContext
+from tidal.runtime.session.context import RuntimeContext
+from tidal.runtime.session.state import poll_async_checkpoint, save_checkpoint
+from tidal.runtime.session.status import JobState
+from tidal.runtime.splicing.data import SplicedLoader, move_to_device
+from tidal.runtime.splicing.grads import Micro
+from tidal.runtime.splicing.rng import MAIN, capture, restore
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +147,7 @@ def complete_step(ctx: RuntimeContext, samples: int) -> None:
     now = time.monotonic()
     if ctx.settings.worker == 0 and now - ctx.last_progress_log > _LOG_EVERY_S:
         ctx.last_progress_log = now
-        rate = ctx.status.snapshot().samples_per_s
+        rate = ctx.status.samples_per_s
         logger.info("step %d epoch %d: %.1f samples/s", pos.step, pos.epoch, rate)
 
 
@@ -174,7 +172,7 @@ def preempt(ctx: RuntimeContext) -> None:
     """The consistent cut: checkpoint (if a directory was given), mark preempted, exit."""
     step = ctx.position.step
     if ctx.manager is not None:
-        ctx.status.set_state(JobState.CHECKPOINTING)
+        ctx.status.set_state(JobState.STOPPING)
         save_checkpoint(ctx, asynchronous=False)
         ctx.status.set_state(JobState.PREEMPTED)
         logger.info("preempted at step %d: checkpoint committed, exiting", step)
@@ -220,7 +218,6 @@ def finish(ctx: RuntimeContext, count: int) -> None:
     ctx.resume_at = None
     ctx.epoch_rng = ctx.rng.get(MAIN)
     if ctx.manager is not None and ctx.last_checkpoint_step != pos.step:
-        ctx.status.set_state(JobState.CHECKPOINTING)
-        save_checkpoint(ctx, asynchronous=False)
+        save_checkpoint(ctx, asynchronous=False)  # still ``running`` while it is written
     ctx.status.set_position(step=pos.step, epoch=pos.epoch)
     ctx.status.set_state(JobState.SUCCEEDED)

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 
 from tidal.runtime.errors import SettingsError
-from tidal.runtime.rng import RNGState, capture, restore
 from tidal.runtime.settings import RuntimeSettings
+from tidal.runtime.splicing.rng import RNGState, capture, restore
 
 logger = logging.getLogger(__name__)
 

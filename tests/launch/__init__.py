@@ -1,0 +1,1 @@
+"""Tests of tidal.launch: contracts in one process, and real supervised processes."""

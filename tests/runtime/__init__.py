@@ -1,0 +1,1 @@
+"""Tests of tidal.runtime: the pieces, and real multi-process runs."""
