@@ -94,8 +94,8 @@ def read_logs(
         end = data.rfind(b"\n") + 1
         if final and start + len(data) == size:
             end = len(data)  # the job's last line, which has no newline
-        elif end == 0 and len(data) == budget:
-            end = len(data)  # one line longer than the budget: pass it on in pieces
+        elif end == 0 and len(data) == max_bytes:
+            end = len(data)  # one line longer than a whole read: pass it on in pieces
         if start + len(data) < size:
             more = True
         body = data[:end]

@@ -37,9 +37,7 @@ def find_pg_bin(name: str) -> str:
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_version_key)
     if candidates:
         return candidates[-1]
-    raise StoreError(
-        f"PostgreSQL's {name!r} is not installed (Debian: apt-get install postgresql)"
-    )
+    raise StoreError(f"PostgreSQL's {name!r} is not installed (Debian: apt-get install postgresql)")
 
 
 def _version_key(path: str) -> tuple[int, ...]:
