@@ -60,7 +60,7 @@ CONFLICT: Final[Responses] = {409: _error("the request contradicts the current s
 BAD_BODY: Final[Responses] = {
     400: _error("the body is not JSON (or not UTF-8)"),
     413: {
-        "description": "the body is larger than the service accepts (1 MiB)",
+        "description": "the body is larger than the service accepts (16 MiB)",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     },
 }

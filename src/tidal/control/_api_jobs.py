@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from tidal.control._api_common import (
@@ -103,6 +103,7 @@ def events(
 
 @router.get("/{job_id}/logs", summary="A job's output, every worker's", responses=NOT_FOUND)
 async def logs(
+    request: Request,
     job_id: JobId,
     caller: Caller,
     service: ServiceDep,
@@ -124,7 +125,7 @@ async def logs(
     ``wait``, the answer waits up to that long for a line or for the job to end."""
     _known(job_id)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
+    deadline = loop.time() + min(wait, request.app.state.log_wait_max)
     while True:
         chunk, job = await run_in_threadpool(service.logs, caller, job_id, cursor, max_bytes)
         done = job.state.is_terminal and not chunk.more

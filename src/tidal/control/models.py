@@ -24,6 +24,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
     StrictInt,
     StringConstraints,
     ValidationInfo,
@@ -52,10 +54,13 @@ __all__ = [
 ]
 
 MAX_WORLD: Final = 65_536
-MAX_ARG_CHARS: Final = 8_192
-MAX_ARGS: Final = 1_024
-MAX_ENV: Final = 256
-MAX_ENV_VALUE_CHARS: Final = 32_768
+# Bounds on what a job may ask for. Together they keep every valid spec well under the
+# API's body limit (16 MiB, even with every character escaped as \uXXXX), so a body
+# refused for its size is never one the schema allows.
+MAX_ARG_CHARS: Final = 4_096
+MAX_ARGS: Final = 256
+MAX_ENV: Final = 128
+MAX_ENV_VALUE_CHARS: Final = 4_096
 MAX_PATH_CHARS: Final = 4_096
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -87,11 +92,12 @@ Arg = Annotated[str, StringConstraints(max_length=MAX_ARG_CHARS), AfterValidator
 AbsPath = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_PATH_CHARS),
+    StringConstraints(pattern=r"^/"),
     AfterValidator(_clean),
     AfterValidator(_absolute),
 ]
 EnvName = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 ]
 EnvValue = Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_clean)]
 TENANT_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]*$"
@@ -106,7 +112,7 @@ class CheckpointSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     every_steps: Annotated[StrictInt, Field(ge=1, le=10**12)] | None = None
-    every_s: Annotated[float, Field(gt=0, le=10**8, allow_inf_nan=False)] | None = None
+    every_s: Annotated[StrictFloat, Field(gt=0, le=10**8, allow_inf_nan=False)] | None = None
     keep: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
 
 
@@ -117,10 +123,11 @@ class JobSubmission(BaseModel):
     divides W within ``[min_devices, max_devices]`` (``max_devices`` defaults to W; a
     premium job runs only at W). ``command`` is the argv to run on every worker, in
     ``workdir`` (an absolute path; the CLI sends its current directory) with ``env`` added
-    to the environment. ``declared_steps`` or ``declared_hours`` (at most one) is the
-    job's own estimate of its length, which the scheduler uses to order and grow jobs;
-    without it the policy orders by attained service alone. ``name`` defaults to the
-    script's or program's name.
+    to the environment. ``declared_steps`` and ``declared_hours`` are the job's own
+    estimate of its length (its step count, and the hours it takes at full size), which
+    the scheduler uses to order and grow jobs; either or both may be given, and without
+    them the policy orders by attained service alone. ``name`` defaults to the script's
+    or program's name.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -135,7 +142,9 @@ class JobSubmission(BaseModel):
     workdir: AbsPath | None = None
     env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV)] = Field(default_factory=dict)
     declared_steps: Annotated[StrictInt, Field(ge=1, le=10**15)] | None = None
-    declared_hours: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] | None = None
+    declared_hours: Annotated[StrictFloat, Field(gt=0, le=100_000, allow_inf_nan=False)] | None = (
+        None
+    )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     max_restarts: Annotated[StrictInt, Field(ge=0, le=1_000)] = 3
 
@@ -165,13 +174,6 @@ class JobSubmission(BaseModel):
                 f"no device count in [{low}, {value}] divides world {world}: "
                 f"allowed counts are the divisors of {world}"
             )
-        return value
-
-    @field_validator("declared_hours")
-    @classmethod
-    def _one_length(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value is not None and info.data.get("declared_steps") is not None:
-            raise ValueError("give declared_steps or declared_hours, not both")
         return value
 
     @model_validator(mode="after")
@@ -298,7 +300,7 @@ class TenantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: TenantName
-    admin: bool = False
+    admin: StrictBool = False
 
 
 class TenantOut(BaseModel):
