@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tidal.cli import run_cmd, sim_cmd
+from tidal.cli import admin_cmd, jobs_cmd, run_cmd, sim_cmd
 
 app = typer.Typer(
     name="tidal",
@@ -21,6 +21,8 @@ def _root() -> None:
 
 sim_cmd.register(app)
 run_cmd.register(app)
+jobs_cmd.register(app)
+admin_cmd.register(app)
 
 
 @app.command()

@@ -112,6 +112,7 @@ def event_out(event: EventRecord) -> EventOut:
 def job_detail_out(job: JobRecord, events: list[EventRecord], total: int) -> JobDetailOut:
     return JobDetailOut(
         **dict(job_out(job)),
+        sizes=list(job.sizes),
         command=list(job.command),
         workdir=job.workdir,
         env=dict(job.env),

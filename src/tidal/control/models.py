@@ -255,6 +255,7 @@ class JobDetailOut(JobOut):
     """A job with its whole submission and its history (the latest events, oldest first;
     ``events_total`` counts them all)."""
 
+    sizes: list[int] = Field(description="the device counts the job may run on")
     command: list[str]
     workdir: str | None
     env: dict[str, str]

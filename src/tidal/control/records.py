@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tidal.core import JobState, Placement, Tier
+from tidal.core import JobState, Placement, Tier, divisors_between
 
 __all__ = [
     "CheckpointSettings",
@@ -95,6 +95,12 @@ class JobRecord:
     def max_size(self) -> int:
         """The most devices the job may hold."""
         return self.world if self.max_devices is None else self.max_devices
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The device counts the job may run on (a premium job: only W)."""
+        low = self.world if self.tier is Tier.PREMIUM else self.min_devices
+        return divisors_between(self.world, low, self.max_size)
 
 
 @dataclass(frozen=True, slots=True)
