@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tidal.control.credentials import ensure_admin_token, read_credentials, write_credentials
 from tidal.control.errors import AuthError, ConflictError, ForbiddenError, NotFoundError
+from tidal.control.ids import JobIdMint
 from tidal.control.models import JobSubmission
 from tidal.control.records import JobRecord, NodeRecord, TenantRecord
 from tidal.control.service import Notice, Service
@@ -160,3 +162,14 @@ def test_the_admin_token_is_made_once_and_kept(service: Service, tmp_path: Path)
     write_credentials(tmp_path, "http://127.0.0.1:2", "tidal_000000000000_" + "x" * 43)
     third = ensure_admin_token(service, tmp_path)
     assert third not in (first, second) and service.authenticate(third).is_admin
+
+
+def test_ids_taken_by_another_writer_are_skipped(service: Service, alice: TenantRecord) -> None:
+    first = service.submit(alice, submission())
+    # Another process (a second control plane, a bulk import) took ids far ahead.
+    ahead = JobIdMint(after=first.id, clock=lambda: 4_000_000_000.0)
+    taken = [service.store.insert_job(replace(first, id=ahead.next())).id for _ in range(3)]
+    # Our own mint still stands just after `first`, at the same clock reading.
+    service._mint = JobIdMint(after=first.id, clock=lambda: 4_000_000_000.0)
+    job = service.submit(alice, submission())
+    assert job.id > max(taken)

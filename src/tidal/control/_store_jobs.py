@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from tidal.control import _rows
 from tidal.control._store_base import StoreBase
-from tidal.control.errors import ConflictError, NotFoundError, StaleChangeError, StoreError
+from tidal.control.errors import JobIdTakenError, NotFoundError, StaleChangeError, StoreError
 from tidal.control.records import EventRecord, JobRecord
 from tidal.control.schema import events, jobs, tenants
 from tidal.core import JobState, StateChange
@@ -18,10 +19,26 @@ from tidal.core import JobState, StateChange
 _LIVE: Final = tuple(s.value for s in JobState if not s.is_terminal)
 _HOLDING: Final = tuple(s.value for s in JobState if s.holds_devices)
 _JOB_COLUMNS: Final = (*jobs.c, tenants.c.name.label("tenant_name"))
+_INSERT_JOB: Final = jobs.insert()
+_INSERT_EVENT: Final = events.insert()
 
 
 def _job_select() -> sa.Select[Any]:
     return sa.select(*_JOB_COLUMNS).join_from(jobs, tenants, jobs.c.tenant_id == tenants.c.id)
+
+
+@functools.cache
+def _list_query(by_tenant: bool, by_state: bool, paged: bool) -> sa.Select[Any]:
+    """The page query of each shape, built once with its values as parameters (compiled
+    once; no statement or cache key built per request)."""
+    query = _job_select()
+    if by_tenant:
+        query = query.where(tenants.c.name == sa.bindparam("tenant"))
+    if by_state:
+        query = query.where(jobs.c.state.in_(sa.bindparam("states", expanding=True)))
+    if paged:
+        query = query.where(jobs.c.id < sa.bindparam("before"))
+    return query.order_by(jobs.c.id.desc()).limit(sa.bindparam("limit"))
 
 
 def _one_job(conn: Connection, job_id: str, tenant: str | None = None) -> JobRecord | None:
@@ -50,16 +67,19 @@ def _add_event(
     generation: int,
     placement: dict[str, int],
 ) -> None:
+    # Parameters passed to execute(), not bound with .values(): the statement stays the
+    # same object, compiled once, and no cache key is built per call.
     conn.execute(
-        events.insert().values(
-            job_id=job_id,
-            at=at,
-            old=None if old is None else old.value,
-            new=new.value,
-            reason=reason,
-            generation=generation,
-            placement=placement,
-        )
+        _INSERT_EVENT,
+        {
+            "job_id": job_id,
+            "at": at,
+            "old": None if old is None else old.value,
+            "new": new.value,
+            "reason": reason,
+            "generation": generation,
+            "placement": placement,
+        },
     )
 
 
@@ -73,9 +93,9 @@ class JobsMixin(StoreBase):
             if tenant_id is None:
                 raise NotFoundError(f"no tenant {job.tenant!r}")
             try:
-                conn.execute(jobs.insert().values(**_rows.job_values(job, tenant_id)))
+                conn.execute(_INSERT_JOB, _rows.job_values(job, tenant_id))
             except sa.exc.IntegrityError:
-                raise ConflictError(f"job id {job.id!r} is taken") from None
+                raise JobIdTakenError(f"job id {job.id!r} is taken") from None
             _add_event(
                 conn, job.id, job.submitted_at, None, job.state, job.reason, job.generation, {}
             )
@@ -98,16 +118,11 @@ class JobsMixin(StoreBase):
     ) -> list[JobRecord]:
         """A page of jobs, newest first: those of ``tenant`` (every tenant's if ``None``),
         in ``states`` (any if ``None``), submitted before the job ``before``."""
-        query = _job_select()
-        if tenant is not None:
-            query = query.where(tenants.c.name == tenant)
-        if states:
-            query = query.where(jobs.c.state.in_([s.value for s in states]))
-        if before is not None:
-            query = query.where(jobs.c.id < before)
-        query = query.order_by(jobs.c.id.desc()).limit(limit)
+        query = _list_query(tenant is not None, bool(states), before is not None)
+        params: dict[str, Any] = {"tenant": tenant, "before": before, "limit": limit}
+        params["states"] = [s.value for s in states] if states else None
         with self._read() as conn:
-            rows = conn.execute(query).mappings().all()
+            rows = conn.execute(query, params).mappings().all()
         return [_rows.job_of(row, row["tenant_name"]) for row in rows]
 
     def live_jobs(self) -> list[JobRecord]:

@@ -8,6 +8,7 @@ __all__ = [
     "ConflictError",
     "ControlError",
     "ForbiddenError",
+    "JobIdTakenError",
     "NotFoundError",
     "SettingsError",
     "StaleChangeError",
@@ -37,6 +38,10 @@ class NotFoundError(ControlError, LookupError):
 class ConflictError(ControlError):
     """The request contradicts the current state: cancelling a finished job, adding a
     tenant that exists (HTTP 409)."""
+
+
+class JobIdTakenError(ConflictError):
+    """A new job's id is already in the store (another process minted it)."""
 
 
 class StaleChangeError(ConflictError):

@@ -54,6 +54,11 @@ class JobIdMint:
         self._clock = clock
         self._lock = threading.Lock()
 
+    def advance_past(self, used: str) -> None:
+        """Mint only ids after ``used`` from now on (another writer took ids ahead)."""
+        with self._lock:
+            self._last = max(self._last, _decode(used))
+
     def next(self) -> str:
         now = int(self._clock() * 1000) - _EPOCH_MS
         with self._lock:

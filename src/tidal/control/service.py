@@ -21,12 +21,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from tidal.control.errors import (
     AuthError,
     ConflictError,
     ForbiddenError,
+    JobIdTakenError,
     StaleChangeError,
 )
 from tidal.control.ids import JobIdMint
@@ -51,6 +53,7 @@ Notice = JobRecord | NodeRecord | None
 Hook = Callable[[Notice], None]
 
 _CANCEL_TRIES = 8
+_ID_TRIES = 3
 
 
 class Service:
@@ -134,7 +137,7 @@ class Service:
         """Store a new job (pending) for ``caller`` and announce it."""
         now = self._clock()
         job = JobRecord(
-            id=self._mint.next(),
+            id="",
             tenant=caller.name,
             name=spec.name or "job",
             tier=spec.tier,
@@ -164,7 +167,17 @@ class Service:
             started_at=None,
             finished_at=None,
         )
-        self.store.insert_job(job)
+        for attempt in range(_ID_TRIES):
+            job = replace(job, id=self._mint.next())
+            try:
+                self.store.insert_job(job)
+                break
+            except JobIdTakenError:
+                # Another process minted ids ahead of ours: continue after its last one.
+                last = self.store.last_job_id()
+                if last is None or attempt == _ID_TRIES - 1:
+                    raise
+                self._mint.advance_past(last)
         logger.info(
             "job %s (%s) submitted by %s: %s, W=%d",
             job.id,
