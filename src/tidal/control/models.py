@@ -12,12 +12,11 @@ This module imports pydantic and :mod:`tidal.core` only: the CLI client uses it 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from pydantic import (
     AfterValidator,
@@ -325,12 +324,3 @@ class LogChunkOut(BaseModel):
     cursor: str
     done: bool
     state: JobState
-
-
-def finite(value: float | None) -> float | None:
-    """``value``, or ``None`` where it is not a finite number (JSON has no NaN)."""
-    return value if value is not None and math.isfinite(value) else None
-
-
-def as_json_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")
