@@ -213,3 +213,9 @@ def test_the_environment_wins_over_the_data_directory(api: Api, tmp_path: Path) 
         app, ["ls"], env={**env_for(api, token), "TIDAL_API": "http://127.0.0.1:9"}
     )
     assert gone.exit_code == 1 and "cannot reach" in gone.stderr
+
+
+def test_the_command_may_follow_the_flags_without_a_double_dash(api: Api) -> None:
+    code, out, err = tidal(api, "submit", "--world", "2", "python", "t.py", "--epochs", "3")
+    assert code == 0, err
+    assert api.service.store.get_job(out.strip()).command == ("python", "t.py", "--epochs", "3")

@@ -57,7 +57,7 @@ def print_json(value: Any) -> None:
 def register(app: typer.Typer) -> None:
     """Add the job commands to ``app``."""
 
-    @app.command("submit")
+    @app.command("submit", context_settings={"allow_interspersed_args": False})
     def submit(
         command: Annotated[
             list[str] | None, typer.Argument(help="The command to run, after `--`.")
