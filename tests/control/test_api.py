@@ -292,3 +292,33 @@ def test_a_wrong_method_is_a_405_naming_every_allowed_method(api: Api) -> None:
         ]:
             reply = admin.request("PUT", path)
             assert reply.status_code == 405 and reply.headers["allow"] == allowed, path
+
+
+def test_concurrent_clients_all_get_their_jobs(api: Api) -> None:
+    tokens = [api.tenant(f"t{k}") for k in range(4)]
+    created: list[list[str]] = [[] for _ in tokens]
+    failures: list[str] = []
+
+    def work(k: int) -> None:
+        with api.client(tokens[k]) as client:
+            for _ in range(15):
+                reply = client.post("/jobs", json=JOB)
+                if reply.status_code != 201:
+                    failures.append(reply.text)
+                    continue
+                created[k].append(reply.json()["id"])
+                if client.get("/jobs", params={"limit": 5}).status_code != 200:
+                    failures.append("list")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(tokens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    every = [i for ids in created for i in ids]
+    assert len(every) == len(set(every)) == 60
+    for k, token in enumerate(tokens):
+        with api.client(token) as client:
+            listed = client.get("/jobs", params={"limit": 100}).json()["jobs"]
+        assert sorted(j["id"] for j in listed) == sorted(created[k])

@@ -173,3 +173,39 @@ def test_ids_taken_by_another_writer_are_skipped(service: Service, alice: Tenant
     service._mint = JobIdMint(after=first.id, clock=lambda: 4_000_000_000.0)
     job = service.submit(alice, submission())
     assert job.id > max(taken)
+
+
+def test_a_restarted_service_keeps_every_job_and_continues_the_ids(
+    db_url: str, tmp_path: Path
+) -> None:
+    from tidal.control.store import open_store
+
+    store = open_store(db_url)
+    first = Service(store, tmp_path, clock=lambda: 1_900_000_000.0)
+    token = first.add_tenant(None, "alice")
+    alice = first.authenticate(token)
+    before = [first.submit(alice, submission()).id for _ in range(5)]
+    store.close()
+    reopened = open_store(db_url)
+    # The new process's clock stands behind the old one's: ids still go on increasing.
+    second = Service(reopened, tmp_path, clock=lambda: 1_800_000_000.0)
+    assert second.authenticate(token).name == "alice"
+    after = second.submit(alice, submission())
+    assert after.id > max(before)
+    assert [j.id for j in second.list_jobs(alice)] == [after.id, *before[::-1]]
+    reopened.close()
+
+
+def test_a_requested_cancel_is_finished_here_once_the_job_holds_nothing(
+    service: Service, alice: TenantRecord
+) -> None:
+    job = service.submit(alice, submission())
+    started = start(service, job, Placement.of({"n0": 4}))
+    asked = service.cancel(alice, job.id)
+    assert asked.cancel_requested
+    # Before the loop stopped it, a worker died: the job let go of its devices.
+    service.store.record_change(
+        transition(job.id, started.state, JobState.RESTARTING, 6.0, "worker 0 died", 2)
+    )
+    done = service.cancel(alice, job.id)
+    assert done.state is JobState.CANCELLED and done.devices == 0

@@ -223,8 +223,10 @@ class Service:
         scope = _scope(caller)
         for _ in range(_CANCEL_TRIES):
             job = self.store.get_job(job_id, scope)
-            if job.state is JobState.CANCELLED or job.cancel_requested:
-                return job
+            if job.state is JobState.CANCELLED or (
+                job.cancel_requested and job.state.holds_devices
+            ):
+                return job  # done, or the loop is on it
             if job.state.is_terminal:
                 raise ConflictError(f"job {job_id} has already {job.state.value}")
             now = self._clock()
