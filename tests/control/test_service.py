@@ -77,18 +77,19 @@ def test_tenants_see_only_their_jobs(
     assert service.store.get_job(theirs.id).state is JobState.PENDING
 
 
-def test_cancel_of_a_waiting_job_is_done_at_once(service: Service, alice: TenantRecord) -> None:
+def test_cancel_of_a_waiting_job_asks_the_loop(service: Service, alice: TenantRecord) -> None:
     seen: list[Notice] = []
     service.on_change(seen.append)
     job = service.submit(alice, submission())
-    cancelled = service.cancel(alice, job.id)
-    assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
-    assert cancelled.generation == 1 and seen[-1] == cancelled
-    assert service.cancel(alice, job.id) == cancelled  # again: nothing more happens
+    asked = service.cancel(alice, job.id)
+    # The loop is the one writer of state: the job waits for it, marked.
+    assert asked.state is JobState.PENDING and asked.cancel_requested
+    assert asked.generation == 0 and seen[-1] == asked
+    assert service.cancel(alice, job.id) == asked  # again: nothing more happens
     events, _ = service.events(alice, job.id)
-    assert [(e.new, e.reason) for e in events] == [
-        (JobState.PENDING, "submitted by alice"),
-        (JobState.CANCELLED, "cancelled by alice"),
+    assert [(e.old, e.new, e.reason) for e in events] == [
+        (None, JobState.PENDING, "submitted by alice"),
+        (JobState.PENDING, JobState.PENDING, "cancel requested by alice"),
     ]
 
 
@@ -194,18 +195,3 @@ def test_a_restarted_service_keeps_every_job_and_continues_the_ids(
     assert after.id > max(before)
     assert [j.id for j in second.list_jobs(alice)] == [after.id, *before[::-1]]
     reopened.close()
-
-
-def test_a_requested_cancel_is_finished_here_once_the_job_holds_nothing(
-    service: Service, alice: TenantRecord
-) -> None:
-    job = service.submit(alice, submission())
-    started = start(service, job, Placement.of({"n0": 4}))
-    asked = service.cancel(alice, job.id)
-    assert asked.cancel_requested
-    # Before the loop stopped it, a worker died: the job let go of its devices.
-    service.store.record_change(
-        transition(job.id, started.state, JobState.RESTARTING, 6.0, "worker 0 died", 2)
-    )
-    done = service.cancel(alice, job.id)
-    assert done.state is JobState.CANCELLED and done.devices == 0

@@ -167,8 +167,10 @@ def test_concurrent_changes_of_one_job_let_exactly_one_win(tenants: Store) -> No
 
 def test_cancel_request_and_progress(tenants: Store) -> None:
     job = tenants.insert_job(make_job())
-    with pytest.raises(StaleChangeError, match="holds no devices"):
-        tenants.request_cancel(job.id, "cancel requested", 2.0)
+    ended = tenants.insert_job(make_job(id="j-00000002"))
+    tenants.record_change(transition(ended.id, JobState.PENDING, JobState.FAILED, 2.0, "x", 1))
+    with pytest.raises(StaleChangeError, match="failed: nothing to cancel"):
+        tenants.request_cancel(ended.id, "cancel requested", 2.0)
     tenants.record_change(
         transition(job.id, JobState.PENDING, JobState.STARTING, 3.0, "p", 1, Placement.of({"a": 1}))
     )

@@ -13,7 +13,7 @@ if sys.argv[1:2] == ["run"]:
 
 import typer
 
-from tidal.cli import admin_cmd, jobs_cmd, run_cmd, sim_cmd
+from tidal.cli import admin_cmd, jobs_cmd, run_cmd, sim_cmd, up_cmd
 
 app = typer.Typer(
     name="tidal",
@@ -32,6 +32,7 @@ sim_cmd.register(app)
 run_cmd.register(app)
 jobs_cmd.register(app)
 admin_cmd.register(app)
+up_cmd.register(app)
 
 
 @app.command()

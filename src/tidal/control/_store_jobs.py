@@ -17,7 +17,6 @@ from tidal.control.schema import events, jobs, tenants
 from tidal.core import JobState, StateChange
 
 _LIVE: Final = tuple(s.value for s in JobState if not s.is_terminal)
-_HOLDING: Final = tuple(s.value for s in JobState if s.holds_devices)
 _JOB_COLUMNS: Final = (*jobs.c, tenants.c.name.label("tenant_name"))
 _INSERT_JOB: Final = jobs.insert()
 _INSERT_EVENT: Final = events.insert()
@@ -187,9 +186,9 @@ class JobsMixin(StoreBase):
             return _reread(conn, change.job_id)
 
     def request_cancel(self, job_id: str, reason: str, at: float) -> JobRecord:
-        """Mark a job that holds devices for cancelling (the reconcile loop stops it) and
-        record the request as an event. Returns the job; :class:`StaleChangeError` if it
-        no longer holds devices."""
+        """Mark a live job for cancelling (the reconcile loop, the one writer of job state,
+        ends it) and record the request as an event. Returns the job;
+        :class:`StaleChangeError` if it has ended meanwhile."""
         with self._write() as conn:
             job = _one_job(conn, job_id)
             if job is None:
@@ -197,13 +196,11 @@ class JobsMixin(StoreBase):
             done = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.state == job.state.value)
-                .where(jobs.c.state.in_(_HOLDING))
+                .where(jobs.c.state.in_(_LIVE))
                 .values(cancel_requested=True)
             )
             if done.rowcount != 1:
-                raise StaleChangeError(
-                    f"job {job_id!r} is {job.state.value}: it holds no devices to give back"
-                )
+                raise StaleChangeError(f"job {job_id!r} is {job.state.value}: nothing to cancel")
             _add_event(
                 conn,
                 job_id,

@@ -7,9 +7,9 @@ once and learns of new jobs without reading SQL: a hook gets the stored
 the :class:`NodeRecord` (a node was drained or undrained), or ``None``. Hooks run on the
 caller's thread and must not block (set an event, put on a queue).
 
-A cancel of a job that holds nothing (pending, preempted, restarting) is carried out here,
-through :func:`tidal.core.transition`; a job that holds devices is marked
-``cancel_requested`` and the loop stops it. The API never talks to Ray.
+The reconcile loop is the one writer of job state: a cancel marks the job
+``cancel_requested`` and wakes the loop, which ends it (stopping its workers first if it has
+any). The API never talks to Ray.
 
 Tenants see and change only their own jobs (another tenant's job is "not found"); an admin
 sees everything and manages tenants and nodes.
@@ -43,7 +43,7 @@ from tidal.control.records import (
 )
 from tidal.control.store import Store
 from tidal.control.tokens import new_token, secret_matches, split_token
-from tidal.core import EMPTY, JobState, transition
+from tidal.core import EMPTY, JobState
 
 __all__ = ["Hook", "Notice", "Service"]
 
@@ -217,38 +217,25 @@ class Service:
         return self.store.events(job_id, limit)
 
     def cancel(self, caller: TenantRecord, job_id: str) -> JobRecord:
-        """Cancel a job: at once if it holds nothing, else ask the loop to stop it. A job
-        already cancelled (or being cancelled) is returned as it is; cancelling a job that
-        has ended otherwise is a :class:`ConflictError`."""
+        """Ask the reconcile loop to cancel a job (it is the one writer of job state, so a
+        cancel never races a start): the job comes back with ``cancel_requested`` set, and
+        is CANCELLED once the loop has stopped whatever runs. A job already cancelled, or
+        being cancelled, is returned as it is; cancelling a job that has ended otherwise is
+        a :class:`ConflictError`."""
         scope = _scope(caller)
         for _ in range(_CANCEL_TRIES):
             job = self.store.get_job(job_id, scope)
-            if job.state is JobState.CANCELLED or (
-                job.cancel_requested and job.state.holds_devices
-            ):
+            if job.state is JobState.CANCELLED or job.cancel_requested:
                 return job  # done, or the loop is on it
             if job.state.is_terminal:
                 raise ConflictError(f"job {job_id} has already {job.state.value}")
-            now = self._clock()
             try:
-                if job.state.holds_devices:
-                    job = self.store.request_cancel(
-                        job_id, f"cancel requested by {caller.name}", now
-                    )
-                else:
-                    change = transition(
-                        job_id,
-                        job.state,
-                        JobState.CANCELLED,
-                        now,
-                        f"cancelled by {caller.name}",
-                        job.generation + 1,
-                        EMPTY,
-                    )
-                    job = self.store.record_change(change)
+                job = self.store.request_cancel(
+                    job_id, f"cancel requested by {caller.name}", self._clock()
+                )
             except StaleChangeError:
                 continue  # the loop changed it meanwhile: look again
-            logger.info("job %s: cancel by %s (%s)", job_id, caller.name, job.state.value)
+            logger.info("job %s: cancel requested by %s (%s)", job_id, caller.name, job.state.value)
             self._notify(job)
             return job
         raise ConflictError(f"job {job_id} kept changing state; try the cancel again")

@@ -49,6 +49,13 @@ class ControlSettings(BaseSettings):
     device_type: str = "gpu"
     policy: str = "tiered"
     checkpoint_root: Path | None = None
+    stop_grace: float = Field(60.0, gt=0, description="seconds a stop may take before a kill")
+    ship_workdir: bool | None = Field(
+        None,
+        description="ship each job's working directory to its nodes with Ray's runtime_env "
+        "(default: only when joining a cluster with ray_address)",
+    )
+    worker_threads: int = Field(1, ge=1, description="intra-op threads of every worker")
     log_level: str = "info"
     config: Path | None = Field(None, description="YAML file of settings (TIDAL_CONFIG)")
 
@@ -58,6 +65,10 @@ class ControlSettings(BaseSettings):
         if self.checkpoint_root is not None:
             self.checkpoint_root = self.checkpoint_root.expanduser().absolute()
         return self
+
+    @property
+    def ships_workdir(self) -> bool:
+        return self.ray_address is not None if self.ship_workdir is None else self.ship_workdir
 
     @property
     def db_url(self) -> str:

@@ -89,13 +89,23 @@ class FakeExecutor:
         self.workers_exit(job_id, EXIT_PREEMPTED)
 
     def lose_node(self, name: str) -> None:
+        """The node is gone: reported as :class:`NodeLeft`, and its jobs fail over."""
+        self._extra.append(NodeLeft(name, self._clock.now(), "lost"))
+        self.node_left(name)
+
+    # --- what the service's loop asks of a live executor ---------------------------------
+
+    def node_left(self, name: str) -> None:
+        """A node left the fleet: its jobs fail over (not counted against them)."""
         now = self._clock.now()
-        self._extra.append(NodeLeft(name, now, "lost"))
         if self._capacity is not None:
             self._capacity.pop(name, None)
         for record in list(self.book):
-            if name in record.placement.nodes:
+            if name in record.placement.nodes and record.state.holds_devices:
                 self.book.node_lost(record, now, name)
+
+    def adopt(self, record: LiveJob, incarnation: int) -> None:
+        """Nothing runs here to adopt: the book's record is all there is."""
 
     # --- actions -----------------------------------------------------------------------
 

@@ -25,7 +25,9 @@ class JobSpec:
     are used by the simulator. ``declared_work`` is what the job *says* its work is (a
     user's estimate, as a Slurm time limit is); ``estimate`` is that, or ``work`` when
     nothing was declared. Policies read only the estimate (``JobView.remaining``), never
-    ``work`` itself.
+    ``work`` itself. ``max_devices`` caps the device counts (default W); ``declared_steps``
+    is a length declared in optimizer steps, which the service turns into an estimate once
+    it has measured a step.
     """
 
     id: str
@@ -39,6 +41,8 @@ class JobSpec:
     checkpoint_bytes: int = 0
     declared_work: float | None = None
     max_restarts: int = 3
+    max_devices: int | None = None
+    declared_steps: int | None = None
     sizes: tuple[int, ...] = field(init=False, repr=False, compare=False)
     estimate: float = field(init=False, repr=False, compare=False)
 
@@ -67,10 +71,24 @@ class JobSpec:
             )
         if self.max_restarts < 0:
             raise SpecError(f"job {self.id!r}: max_restarts must be >= 0, got {self.max_restarts}")
+        high = self.world if self.max_devices is None else self.max_devices
+        if not self.min_devices <= high <= self.world:
+            raise SpecError(
+                f"job {self.id!r}: max_devices must be in [{self.min_devices}, {self.world}], "
+                f"got {self.max_devices}"
+            )
+        if self.declared_steps is not None and self.declared_steps < 1:
+            raise SpecError(
+                f"job {self.id!r}: declared_steps must be >= 1, got {self.declared_steps}"
+            )
         low = self.world if self.tier is Tier.PREMIUM else self.min_devices
-        sizes = divisors_between(self.world, low, self.world)
-        if not sizes:  # min_devices above every divisor below W cannot happen (W divides W)
-            raise SpecError(f"job {self.id!r}: no device count divides world {self.world}")
+        if self.tier is Tier.PREMIUM:
+            high = self.world
+        sizes = divisors_between(self.world, low, high)
+        if not sizes:
+            raise SpecError(
+                f"job {self.id!r}: no device count in [{low}, {high}] divides world {self.world}"
+            )
         object.__setattr__(self, "sizes", sizes)
 
     @property
