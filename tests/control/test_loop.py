@@ -210,3 +210,25 @@ def test_progress_reaches_the_store(plane: Plane, tmp_path: Path) -> None:
     loop._fold([ProgressReported(job, plane.clock.t, 42, 10.0, 123.0)])
     stored = plane.service.store.get_job(job)
     assert (stored.step, stored.samples_per_s) == (42, 123.0)
+
+
+def test_the_policys_reasons_and_attained_service_are_stored(plane: Plane) -> None:
+    loop = plane.loop()
+    big = plane.submit(tier="premium", world=8)  # the fleet has 8 devices: it takes them all
+    small = plane.submit(tier="standard", world=2)
+    settle(loop)
+    fake(loop).workers_up(big)
+    settle(loop)
+    waiting = plane.service.store.get_job(small)
+    assert waiting.state is JobState.PENDING and waiting.plan_reason
+    plane.clock.t += 100.0
+    from tidal.core import ProgressReported
+
+    loop._fold([ProgressReported(big, plane.clock.t, 7, 0.0, 1.0)])
+    assert plane.service.store.get_job(big).attained == pytest.approx(800.0)
+    again = plane.loop()
+    assert again.book[big].attained == pytest.approx(800.0)  # its LAS place survives a restart
+    fake(again).workers_exit(big, 0)  # the restarted loop is the one in charge now
+    settle(again)
+    started = plane.service.store.get_job(small)
+    assert started.state is JobState.STARTING and started.plan_reason is None

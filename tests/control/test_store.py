@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -236,7 +237,42 @@ def test_the_migrations_build_the_schema_the_code_describes(store: Store) -> Non
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     assert differences == []
-    assert version == "0001"
+    assert version == "0002"
+
+
+def test_a_store_at_the_first_schema_upgrades_and_keeps_its_jobs(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from tidal.control._store_base import MIGRATIONS, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (name, is_admin, created_at) VALUES ('a', 0, 1)"))
+    engine.dispose()
+    old = Store(make_engine(url))
+    job = old.insert_job(make_job(tenant="a"))  # written by code that knows 0002: same columns
+    old.close()
+    store = open_store(url)  # applies 0002
+    try:
+        kept = store.get_job(job.id)
+        assert (kept.plan_reason, kept.attained) == (None, 0.0)
+        store.set_plan_reasons({job.id: "waiting: 2 of 4 devices free"})
+        store.record_progress(job.id, 5, None, 9.0, attained=12.5)
+        kept = store.get_job(job.id)
+        assert (kept.plan_reason, kept.attained, kept.step) == (
+            "waiting: 2 of 4 devices free",
+            12.5,
+            5,
+        )
+    finally:
+        store.close()
 
 
 def test_opening_twice_applies_nothing_new_and_keeps_data(db_url: str) -> None:

@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
                 j["state"] + (" (cancelling)" if j["cancel_requested"] else ""),
                 f"{j['devices']}/{j['world']}",
                 "-" if j["step"] is None else str(j["step"]),
-                j["reason"],
+                _one_line(_why(j)),
             )
             for j in jobs
         ]
@@ -290,6 +290,7 @@ def show_text(job: dict[str, Any]) -> None:
         ("tier", job["tier"]),
         ("state", state),
         ("reason", job["reason"]),
+        ("scheduler", job.get("plan_reason") or "-"),
         ("devices", f"{job['devices']}/{job['world']} ({placement})"),
         ("sizes", f"{', '.join(map(str, job['sizes']))} {job['device_type']} (W={job['world']})"),
         ("step", progress),
@@ -313,3 +314,19 @@ def show_text(job: dict[str, Any]) -> None:
         ("TIME", "STATE", "REASON"),
         [(when(e["time"]), e["state"], e["reason"]) for e in job["events"]],
     )
+
+
+_LIVE = ("pending", "starting", "running", "stopping", "preempted", "restarting")
+
+
+def _why(job: dict[str, Any]) -> str:
+    """What ``ls`` says of a job: the scheduler's reason while it waits or runs short,
+    else the reason of its last event."""
+    if job["state"] in _LIVE and job.get("plan_reason"):
+        return str(job["plan_reason"])
+    return str(job["reason"])
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"

@@ -91,6 +91,7 @@ def job_out(job: JobRecord) -> JobOut:
         samples_per_s=job.samples_per_s,
         restarts=job.restarts,
         reason=job.reason,
+        plan_reason=job.plan_reason,
         cancel_requested=job.cancel_requested,
         submitted_at=when(job.submitted_at),
         started_at=maybe_when(job.started_at),

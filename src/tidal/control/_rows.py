@@ -60,6 +60,8 @@ def job_of(row: Mapping[Any, Any], tenant: str) -> JobRecord:
         submitted_at=row["submitted_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        plan_reason=row["plan_reason"],
+        attained=float(row["attained"]),
     )
 
 

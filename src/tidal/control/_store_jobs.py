@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -214,17 +214,31 @@ class JobsMixin(StoreBase):
             return _reread(conn, job_id)
 
     def record_progress(
-        self, job_id: str, step: int, samples_per_s: float | None, at: float
+        self,
+        job_id: str,
+        step: int,
+        samples_per_s: float | None,
+        at: float,
+        attained: float | None = None,
     ) -> None:
-        """The job's latest progress report (no event: progress is not a state change)."""
+        """The job's latest progress report, and its attained service (device-seconds held
+        while running) when given (no event: progress is not a state change)."""
+        values: dict[str, Any] = {"step": step, "samples_per_s": samples_per_s, "progress_at": at}
+        if attained is not None:
+            values["attained"] = attained
         with self._write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id)
-                .values(step=step, samples_per_s=samples_per_s, progress_at=at)
-            )
+            done = conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
         if done.rowcount != 1:
             raise NotFoundError(f"no job {job_id!r}")
+
+    def set_plan_reasons(self, reasons: Mapping[str, str | None]) -> None:
+        """The policy's latest reason for each job named (``None``: it gets what it asked
+        for), in one transaction; jobs no longer stored are skipped."""
+        if not reasons:
+            return
+        with self._write() as conn:
+            for job_id, reason in reasons.items():
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(plan_reason=reason))
 
     def events(self, job_id: str, limit: int = 500) -> tuple[list[EventRecord], int]:
         """The job's latest ``limit`` events, oldest first, and how many it has in all."""

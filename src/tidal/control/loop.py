@@ -189,6 +189,8 @@ class Reconciler:
             live = self._adopt(record)
             if record.cancel_requested:
                 self._cancels[record.id] = record.reason or "cancel requested"
+            if record.plan_reason is not None:
+                self._reasons[record.id] = record.plan_reason  # cleared when it no longer holds
             if live.state.holds_devices:
                 self.executor.adopt(live, live.generation)
         logger.info(
@@ -206,6 +208,7 @@ class Reconciler:
         live.generation = record.generation
         live.restarts = record.restarts
         live.step = record.step or 0
+        live.attained = record.attained
         live.stop_cost = self.settings.default_stop_cost
         live.restart_cost = self.settings.default_restart_cost
         live.estimate = live.spec.declared_work
@@ -360,10 +363,20 @@ class Reconciler:
                 "" if result.applied else f": {result.outcome.value} {result.reason}".rstrip(),
             )
         reasons = report.plan.reasons
+        changed: dict[str, str | None] = {}
         for job_id, reason in reasons.items():
             if self._reasons.get(job_id) != reason:
                 logger.info("round %d: %s: %s", report.round_id, job_id, reason)
+                changed[job_id] = reason
+        for job_id in self._reasons.keys() - reasons.keys():
+            if job_id in self.book:
+                changed[job_id] = None
         self._reasons = dict(reasons)
+        if changed:
+            try:
+                self.store.set_plan_reasons(changed)
+            except Exception:
+                logger.exception("storing the policy's reasons failed")
 
     # --- folding observations into the store -------------------------------------------
 
@@ -388,7 +401,14 @@ class Reconciler:
                 last = self._progress_written.get(obs.job_id, -1e18)
                 if obs.at - last >= self.settings.progress_every:
                     self._progress_written[obs.job_id] = obs.at
-                    self.store.record_progress(obs.job_id, obs.step, obs.samples_per_s, obs.at)
+                    live = self.book.get(obs.job_id)
+                    attained = None
+                    if live is not None:
+                        live.settle(obs.at)
+                        attained = live.attained
+                    self.store.record_progress(
+                        obs.job_id, obs.step, obs.samples_per_s, obs.at, attained
+                    )
             elif isinstance(obs, CheckpointCommitted):
                 logger.info("job %s: checkpoint committed at step %d", obs.job_id, obs.step)
             elif isinstance(obs, WorkerExited):

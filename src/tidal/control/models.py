@@ -244,6 +244,9 @@ class JobOut(BaseModel):
     samples_per_s: float | None
     restarts: int
     reason: str = Field(description="the reason given with the job's last event")
+    plan_reason: str | None = Field(
+        None, description="the scheduler's latest reason for giving the job less than it asked"
+    )
     cancel_requested: bool
     submitted_at: datetime
     started_at: datetime | None

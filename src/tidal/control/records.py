@@ -54,8 +54,10 @@ class JobRecord:
     Status: ``state``, ``placement`` (devices held per node), ``generation`` (counts the
     job's state changes), ``step`` and ``samples_per_s`` from the last progress report
     (at ``progress_at``), ``restarts`` (times it entered RESTARTING), ``reason`` (of the
-    last event), ``cancel_requested`` (a cancel the loop has yet to carry out), and the
-    times it was submitted, first started and finished.
+    last event), ``cancel_requested`` (a cancel the loop has yet to carry out), the
+    times it was submitted, first started and finished, ``plan_reason`` (the policy's
+    latest reason for giving it less than it asked, if any) and ``attained`` (device-seconds
+    held while running, as of the last progress report).
     """
 
     id: str
@@ -85,6 +87,8 @@ class JobRecord:
     submitted_at: float
     started_at: float | None
     finished_at: float | None
+    plan_reason: str | None = None
+    attained: float = 0.0
 
     @property
     def devices(self) -> int:

@@ -66,6 +66,8 @@ jobs = sa.Table(
     sa.Column("submitted_at", sa.Double, nullable=False),
     sa.Column("started_at", sa.Double, nullable=True),
     sa.Column("finished_at", sa.Double, nullable=True),
+    sa.Column("plan_reason", sa.Text, nullable=True),
+    sa.Column("attained", sa.Double, nullable=False, server_default=sa.text("0")),
     # A tenant's page of jobs, newest first; every job in some states (live jobs, ls --state).
     sa.Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
     sa.Index("ix_jobs_state_id", "state", "id"),
